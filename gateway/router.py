@@ -1,0 +1,229 @@
+"""Router: where sources deliver (it implements edge.source.Sink). Source -> topic, partition and key, into the log.
+
+For each reading: the source's route names the topic; the key comes from the route's template (`{topic_levels[1]}`,
+`{port}:{unit}`, ...); the partition from the rule (`key_hash`: by the key, or by the source when there is no key;
+`source`: one partition per source; `fixed:N`). The payload is stored as it came. The topic's decoder checks it on
+the way in: an undecodable payload is still stored, with a `decode_error` header, and counted. Bytes that could not
+be framed, and records over the topic's size limit, go to the topic's dead-letter topic with the reason in headers.
+
+The awaitable `submit` returns resolves when the log acknowledged the record; store errors are mapped to the two
+errors sources understand: RecordRejectedError (counted, ack the sender) and SinkClosedError (do not ack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import string
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..edge.decoders import Decoder, decoder_for
+from ..edge.errors import DecodeError, RecordRejectedError, SinkClosedError
+from ..edge.source import DeadLetter, Reading
+from ..store import AsyncLog, RecordIn
+from ..store.errors import DiskFullError, LogBrokenError, LogClosedError, RecordTooLargeError, StoreError
+from ..store.topic import partition_for_key
+from .config import SourceSpec, TopicSpec
+
+_formatter = string.Formatter()
+
+
+@dataclass(frozen=True)
+class Route:
+    source: str
+    topic: str
+    partitions: int
+    rule: str  # key_hash | source | fixed:N
+    key_template: str
+    decoder: Decoder
+    decoder_name: str
+    dead_letter_topic: str
+    fixed: int = 0
+
+    def key_for(self, reading: Reading) -> bytes | None:
+        if not self.key_template:
+            return None
+        fields: dict[str, Any] = dict(reading.fields)
+        fields["source"] = reading.source
+        topic = fields.get("topic")
+        if topic is not None:
+            fields["topic_levels"] = str(topic).split("/")
+        try:
+            return _formatter.vformat(self.key_template, (), fields).encode()
+        except (KeyError, IndexError, AttributeError, ValueError):
+            return None  # a reading without the fields the template names: no key (counted by the router)
+
+    def partition_for(self, key: bytes | None) -> int:
+        if self.rule == "key_hash":
+            return partition_for_key(key if key is not None else self.source.encode(), self.partitions)
+        if self.rule == "source":
+            return zlib.crc32(self.source.encode()) % self.partitions
+        return self.fixed
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStatistics:
+    records_in: tuple[tuple[str, str, int], ...]  # (source, topic, records acknowledged)
+    bytes_in: tuple[tuple[str, str, int], ...]
+    decode_errors: tuple[tuple[str, str, int], ...]  # (topic, reason, count)
+    dead_letters: tuple[tuple[str, str, int], ...]  # (topic, reason, count)
+    rejected: tuple[tuple[str, str, int], ...]  # (source, reason, count)
+    key_template_misses: tuple[tuple[str, int], ...]  # (source, count)
+    in_flight: int
+
+
+def make_route(spec: SourceSpec, topic: TopicSpec) -> Route:
+    fixed = 0
+    if spec.partition.startswith("fixed:"):
+        fixed = int(spec.partition.split(":", 1)[1])
+        if fixed >= topic.config.partitions:
+            raise ValueError(f"source {spec.name}: partition fixed:{fixed} but topic {topic.name} has "
+                             f"{topic.config.partitions} partition(s)")
+    return Route(
+        source=spec.name,
+        topic=topic.name,
+        partitions=topic.config.partitions,
+        rule="fixed" if spec.partition.startswith("fixed:") else spec.partition,
+        key_template=spec.key,
+        decoder=decoder_for(topic.decoder, csv_columns=topic.csv_columns, csv_delimiter=topic.csv_delimiter),
+        decoder_name=topic.decoder,
+        dead_letter_topic=topic.dead_letter_topic,
+        fixed=fixed,
+    )
+
+
+class Router:
+    def __init__(self, alog: AsyncLog, routes: dict[str, Route]) -> None:
+        self.alog = alog
+        self.routes = routes
+        self._closed = False
+        self._records_in: dict[tuple[str, str], int] = {}
+        self._bytes_in: dict[tuple[str, str], int] = {}
+        self._decode_errors: dict[tuple[str, str], int] = {}
+        self._dead_letters: dict[tuple[str, str], int] = {}
+        self._rejected: dict[tuple[str, str], int] = {}
+        self._key_misses: dict[str, int] = {}
+        self._in_flight = 0
+        # Called with (route, record) for each acknowledged record: the MQTT listener's live tails.
+        self.on_accepted: Callable[[Route, RecordIn], None] | None = None
+
+    def replace_routes(self, routes: dict[str, Route]) -> None:
+        """SIGHUP: new readings follow the new routes; readings in flight keep the route they were given."""
+        self.routes = routes
+
+    def close(self) -> None:
+        self._closed = True
+
+    # -- Sink ---------------------------------------------------------------------------------------------------
+
+    def submit(self, reading: Reading) -> Awaitable[None]:
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[None] = loop.create_future()
+        if self._closed:
+            result.set_exception(SinkClosedError("the gateway is shutting down"))
+            return result
+        route = self.routes.get(reading.source)
+        if route is None:
+            result.set_exception(SinkClosedError(f"source {reading.source!r} has no route (removed by a reload)"))
+            return result
+        key = route.key_for(reading)
+        if key is None and route.key_template:
+            self._key_misses[route.source] = self._key_misses.get(route.source, 0) + 1
+        headers = reading.headers
+        if route.decoder_name != "raw":
+            try:
+                route.decoder(reading.payload)
+            except DecodeError as exc:
+                k = (route.topic, exc.reason)
+                self._decode_errors[k] = self._decode_errors.get(k, 0) + 1
+                headers = (*headers, ("decode_error", exc.reason.encode()))
+        record = RecordIn(reading.timestamp_ms, key, reading.payload, headers)
+        partition = route.partition_for(key)
+        try:
+            fut = self.alog.append_batch_nowait(route.topic, partition, [record])
+        except RecordTooLargeError as exc:
+            self._reject(route.source, "too_large")
+            letter = DeadLetter(reading.source, reading.payload, "too_large", reading.timestamp_ms,
+                                detail=str(exc), fields=reading.fields)
+            dl = asyncio.ensure_future(self._store_dead_letter(route, letter))
+            dl.add_done_callback(lambda _f: None)
+            result.set_exception(RecordRejectedError("too_large", str(exc)))
+            return result
+        except (LogClosedError, LogBrokenError) as exc:
+            result.set_exception(SinkClosedError(str(exc)))
+            return result
+        self._in_flight += 1
+        nbytes = len(reading.payload)
+
+        def done(f: asyncio.Future[int]) -> None:
+            self._in_flight -= 1
+            if result.done():
+                return
+            exc = f.exception()
+            if exc is None:
+                k = (route.source, route.topic)
+                self._records_in[k] = self._records_in.get(k, 0) + 1
+                self._bytes_in[k] = self._bytes_in.get(k, 0) + nbytes
+                if self.on_accepted is not None:
+                    self.on_accepted(route, record)
+                result.set_result(None)
+            elif isinstance(exc, DiskFullError):
+                self._reject(route.source, "full")
+                result.set_exception(RecordRejectedError("full", str(exc)))
+            elif isinstance(exc, StoreError) and not exc.retriable and not isinstance(exc, LogClosedError):
+                result.set_exception(SinkClosedError(str(exc)))
+            else:
+                result.set_exception(SinkClosedError(str(exc)))
+
+        fut.add_done_callback(done)
+        return result
+
+    def dead_letter(self, letter: DeadLetter) -> Awaitable[None]:
+        route = self.routes.get(letter.source)
+        if route is None:
+            loop = asyncio.get_running_loop()
+            f: asyncio.Future[None] = loop.create_future()
+            f.set_exception(SinkClosedError(f"source {letter.source!r} has no route"))
+            return f
+        return asyncio.ensure_future(self._store_dead_letter(route, letter))
+
+    async def _store_dead_letter(self, route: Route, letter: DeadLetter) -> None:
+        dlq = route.dead_letter_topic
+        limit = self.alog.log.topic(dlq).config.max_record_bytes - 1024
+        payload = letter.payload
+        headers = [("dlq.reason", letter.reason.encode()), ("dlq.source", letter.source.encode()),
+                   ("dlq.topic", route.topic.encode())]
+        if letter.detail:
+            headers.append(("dlq.detail", letter.detail.encode()[:1000]))
+        if len(payload) > limit:
+            headers.append(("dlq.truncated_from", str(len(payload)).encode()))
+            payload = payload[:limit]
+        for k, v in letter.fields.items():
+            headers.append((f"field.{k}", str(v).encode()[:1000]))
+        key = (route.topic, letter.reason)
+        try:
+            await self.alog.append_batch_nowait(dlq, 0, [RecordIn(letter.timestamp_ms, None, payload,
+                                                                  tuple(headers))])
+        except (LogClosedError, LogBrokenError) as exc:
+            raise SinkClosedError(str(exc)) from None
+        except DiskFullError as exc:
+            self._reject(letter.source, "full")
+            raise RecordRejectedError("full", str(exc)) from None
+        self._dead_letters[key] = self._dead_letters.get(key, 0) + 1
+
+    def _reject(self, source: str, reason: str) -> None:
+        k = (source, reason)
+        self._rejected[k] = self._rejected.get(k, 0) + 1
+
+    def statistics(self) -> RouterStatistics:
+        return RouterStatistics(
+            records_in=tuple((s, t, n) for (s, t), n in sorted(self._records_in.items())),
+            bytes_in=tuple((s, t, n) for (s, t), n in sorted(self._bytes_in.items())),
+            decode_errors=tuple((t, r, n) for (t, r), n in sorted(self._decode_errors.items())),
+            dead_letters=tuple((t, r, n) for (t, r), n in sorted(self._dead_letters.items())),
+            rejected=tuple((s, r, n) for (s, r), n in sorted(self._rejected.items())),
+            key_template_misses=tuple(sorted(self._key_misses.items())),
+            in_flight=self._in_flight,
+        )
