@@ -30,6 +30,10 @@ class PartitionCheck:
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What `repair` acts on: sealed segments with bad frames, a bad tail, indexes that disagree.
+    corrupt_sealed: list[str] = field(default_factory=list)
+    bad_tail: bool = False
+    bad_indexes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -138,6 +142,10 @@ def _check_partition(fs: FileSystem, directory: str, topic: str, index: int) -> 
             except FrameError as exc:
                 where = "tail of the active segment (a torn write: recovery truncates it)" if last else \
                     "sealed segment (recovery quarantines it)"
+                if last:
+                    pc.bad_tail = True
+                else:
+                    pc.corrupt_sealed.append(path)
                 pc.problems.append(f"{path} byte {pos}: {exc} - {size - pos} bytes after it unreadable; {where}")
                 break
             frame_starts[h.base_offset] = pos
@@ -153,14 +161,49 @@ def _check_partition(fs: FileSystem, directory: str, topic: str, index: int) -> 
                 bad = [r for r, p in zip(index.rel_offsets, index.positions, strict=True)
                        if frame_starts.get(base + r) != p]
                 if bad:
+                    pc.bad_indexes.append(idx_path)
                     pc.problems.append(f"{idx_path}: {len(bad)} entries do not point at frame starts; "
                                        "recovery rebuilds it")
                 elif summary.covered_bytes != size and not last:
                     pc.problems.append(f"{idx_path}: covers {summary.covered_bytes} bytes, segment has {size}")
             except CorruptStateError as exc:
+                pc.bad_indexes.append(idx_path)
                 pc.problems.append(f"{exc}; recovery rebuilds it")
         elif not last:
             pc.notes.append(f"{idx_path} missing: rebuilt at next start")
     if not bases:
         pc.problems.append("no segments")
     return pc
+
+
+def prepare_repair(fs: FileSystem, report: CheckReport) -> list[str]:
+    """Set up what recovery then finishes (`check --repair`): quarantine corrupt sealed segments (renamed, never
+    deleted), drop indexes that disagree with their segment, and mark a partition with a bad tail as stopped
+    uncleanly so recovery scans and truncates it. Returns what was done, in plain words."""
+    done: list[str] = []
+    for pc in report.partitions:
+        for path in pc.corrupt_sealed:
+            fs.replace(path, path + files.QUARANTINE_SUFFIX)
+            idx = path[: -len(files.LOG_SUFFIX)] + files.INDEX_SUFFIX
+            if fs.exists(idx):
+                fs.remove(idx)
+            fs.sync_dir(os.path.dirname(path))
+            done.append(f"quarantined {path}")
+        for idx in pc.bad_indexes:
+            if fs.exists(idx):
+                fs.remove(idx)
+                done.append(f"removed {idx} (rebuilt from its segment)")
+        if pc.bad_tail or pc.corrupt_sealed:
+            directory = os.path.dirname(pc.corrupt_sealed[0]) if pc.corrupt_sealed else None
+            state_dir = directory or _partition_dir_of(report.data_dir, pc)
+            path = os.path.join(state_dir, files.STATE)
+            try:
+                st = PartitionState.read(fs, path)
+                st.with_(clean=False).write(fs, path)
+            except (FileNotFoundError, CorruptStateError):
+                pass  # recovery rebuilds a missing or garbled state and treats the stop as unclean anyway
+    return done
+
+
+def _partition_dir_of(data_dir: str, pc: PartitionCheck) -> str:
+    return files.partition_dir(data_dir, pc.topic, pc.partition)

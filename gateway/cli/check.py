@@ -7,7 +7,7 @@ import dataclasses
 import click
 
 from ...store import Log
-from ...store.check import check_data_dir
+from ...store.check import check_data_dir, prepare_repair
 from ...store.fs import OsFileSystem
 from ...store.lock import DataDirLock
 from .common import data_dir, echo_json, fail
@@ -32,9 +32,10 @@ def check(ctx: click.Context, repair: bool, as_json: bool) -> None:
         report = check_data_dir(OsFileSystem(), root)
         repaired: list[str] = []
         if repair and not report.ok:
+            repaired = prepare_repair(OsFileSystem(), report)
             lock.release()
             with Log.open(root, create=False, scrub_interval_ms=0) as log:
-                repaired = [r.describe() for r in log.recovery_reports() if not r.clean or r.quarantined]
+                repaired += [r.describe() for r in log.recovery_reports() if not r.clean or r.quarantined]
             lock.acquire()
             report = check_data_dir(OsFileSystem(), root)
     finally:

@@ -17,7 +17,7 @@ import threading
 import click
 
 from ...store import RecordIn
-from ...store.errors import StoreError
+from ...store.errors import RecordTooLargeError, StoreError
 from .common import fail, open_log
 
 _CHUNK = 1 << 16  # 64 KiB reads: big enough to batch a fast pipe, small enough not to delay a slow one
@@ -90,6 +90,8 @@ def produce(ctx: click.Context, topic: str, key: str | None, partition: int | No
     key_b = key.encode() if key is not None else None
     try:
         parts = len(log.topic(topic).partitions)
+        limit = log.topic(topic).config.max_record_bytes
+        klen = len(key_b) if key_b else 0
         fixed = log.partition_for(topic, key_b, partition) if (partition is not None or key_b is not None) else None
         rr = 0
         fd = sys.stdin.fileno()
@@ -104,10 +106,16 @@ def produce(ctx: click.Context, topic: str, key: str | None, partition: int | No
             if not lines:
                 continue
             now = log.wall_ms()
-            recs = [RecordIn(now, key_b, line, ()) for line in lines]
+            too_big = next((i for i, line in enumerate(lines) if len(line) + klen > limit), None)
+            recs = [RecordIn(now, key_b, line, ()) for line in lines[:too_big]]
             p = fixed if fixed is not None else rr % parts
             rr += 1
-            reporter.put((log.append_batch(topic, p, recs), p, len(recs)))
+            if recs:
+                reporter.put((log.append_batch(topic, p, recs), p, len(recs)))
+            if too_big is not None:  # keep every record before it, then stop with a clear error
+                reporter.put(None)
+                reporter.join()
+                raise RecordTooLargeError(len(lines[too_big]) + klen, limit)
         if rest and reporter.error is None:
             p = fixed if fixed is not None else rr % parts
             reporter.put((log.append_batch(topic, p, [RecordIn(log.wall_ms(), key_b, rest, ())]), p, 1))
