@@ -58,6 +58,10 @@ def make_app(gw: Gateway) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    # Extensions (mirror, tier) add their own routes: each owns its handlers.
+    for ext in (gw.mirror, gw.tierer):
+        if ext is not None and hasattr(ext, "register_routes"):
+            ext.register_routes(app)
     return app
 
 

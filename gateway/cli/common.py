@@ -70,14 +70,16 @@ def parse_time_ms(text: str) -> int:
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not ISO 8601 (e.g. 2026-11-27T08:00:00Z) nor epoch milliseconds")
+        raise click.BadParameter(
+            f"{text!r} is not ISO 8601 (e.g. 2026-11-27T08:00:00Z) nor epoch milliseconds"
+        ) from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
+        t = t.replace(tzinfo=dt.UTC)
     return int(t.timestamp() * 1000)
 
 
 def iso_ms(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace(
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"
     )
 
@@ -99,3 +101,37 @@ def print_table(rows: list[list[str]], headers: list[str]) -> None:
 
 def echo_json(obj: object) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def api_options(f: Any) -> Any:
+    """--api and --token for commands that talk to a running gateway's HTTP API."""
+    f = click.option("--token", envvar="EDGESTREAM_TOKEN", default="", help="Bearer token (env EDGESTREAM_TOKEN).")(f)
+    f = click.option("--api", envvar="EDGESTREAM_API", default="http://127.0.0.1:8080", show_default=True,
+                     help="The running gateway's HTTP API (env EDGESTREAM_API).")(f)
+    return f
+
+
+def api_request(api: str, path: str, *, token: str = "", method: str = "GET", body: object = None,
+                timeout: float = 10.0) -> Any:
+    """JSON from the gateway's API, or a clear error if it is not running or refuses."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(api.rstrip("/") + path, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("message", "")
+        except ValueError:
+            detail = ""
+        fail(f"{api}{path}: HTTP {exc.code} {detail or exc.reason}")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        fail(f"cannot reach the gateway at {api} ({reason}); is `edgestream run` going? (--api / EDGESTREAM_API)")
