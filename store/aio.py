@@ -38,11 +38,11 @@ class AsyncLog:
     def append_batch_nowait(self, topic: str, partition: int, records: Sequence[RecordIn]) -> asyncio.Future[int]:
         """Queue now (no waiting for room) and return the future: lets a caller keep its own order of acks."""
         self.log._check_writable()
-        p, recs, nbytes = self.log._prepare(topic, partition, records)
+        p, recs, info = self.log._prepare(topic, partition, records)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         assert self.log.writer is not None
-        self.log.writer.submit(p, recs, nbytes, fut, loop, wait_for_room=False)
+        self.log.writer.submit(p, recs, info, fut, loop, wait_for_room=False)
         return fut
 
     async def wait_for_room(self) -> None:

@@ -111,7 +111,7 @@ class CursorStore:
             offsets.update(positions)
             req = required if required is not None else (old.required if old else False)
             data = _CursorFile(req, {f"{t}/{p}": pos for (t, p), pos in sorted(offsets.items())})
-            self.fs.makedirs(self.directory)
+            durable.ensure_dir(self.fs, self.directory)
             durable.write_enveloped(self.fs, path, msgspec.json.encode(data))
             cur = Cursor(name, req, offsets)
             self._cache[name] = cur

@@ -39,6 +39,17 @@ def durable_replace(fs: FileSystem, path: str, data: bytes) -> None:
     fs.sync_dir(os.path.dirname(path) or ".")
 
 
+def ensure_dir(fs: FileSystem, path: str) -> None:
+    """Create `path` and any missing parents, each one durable (its parent directory fsync'ed) when this returns."""
+    if fs.isdir(path):
+        return
+    parent = os.path.dirname(path.rstrip("/"))
+    if parent and parent != path:
+        ensure_dir(fs, parent)
+    fs.makedirs(path)
+    fs.sync_dir(parent or ".")
+
+
 def envelope(payload: bytes) -> bytes:
     return ENVELOPE.pack(ENVELOPE_MAGIC, len(payload), crc32(payload)) + payload
 

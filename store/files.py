@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .fs import FileSystem
 
 LOCK = ".lock"
 TOPICS = "topics"
@@ -58,6 +62,16 @@ def segment_name(base_offset: int) -> str:
 
 def index_name(base_offset: int) -> str:
     return f"{base_offset:020d}{INDEX_SUFFIX}"
+
+
+def quarantine_path(fs: FileSystem, path: str) -> str:
+    """A free name for quarantining `path`: `<name>.quarantined`, then `.quarantined.1`, ... (never overwrite one)."""
+    target = path + QUARANTINE_SUFFIX
+    n = 0
+    while fs.exists(target):
+        n += 1
+        target = f"{path}{QUARANTINE_SUFFIX}.{n}"
+    return target
 
 
 def parse_segment_name(name: str) -> int | None:

@@ -17,9 +17,9 @@ import concurrent.futures
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
-from . import checksum, files
+from . import checksum, durable, files
 from .config import LogConfig, TopicConfig
 from .cursors import CursorStore
 from .errors import (
@@ -30,7 +30,7 @@ from .errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
-from .frame import RecordIn, record_size
+from .frame import BatchInfo, RecordIn, batch_info
 from .fs import FileSystem, OsFileSystem
 from .lock import DataDirLock
 from .partition import Partition
@@ -97,7 +97,7 @@ class Log:
         if not fs.isdir(data_dir):
             if readonly or not create:
                 raise StoreError(f"data dir {data_dir} does not exist; create it or pass --data-dir")
-            fs.makedirs(data_dir)
+            durable.ensure_dir(fs, data_dir)
         lock = None
         if not readonly:
             lock = DataDirLock(data_dir)
@@ -125,8 +125,8 @@ class Log:
         fs = self.fs
         tdir = files.topics_dir(self.data_dir)
         if not self.readonly:
-            fs.makedirs(tdir)
-            fs.makedirs(files.cursors_dir(self.data_dir))
+            durable.ensure_dir(fs, tdir)
+            durable.ensure_dir(fs, files.cursors_dir(self.data_dir))
         self.cursors.load_all() if not self.readonly else self._load_cursors_readonly()
         names = sorted(fs.listdir(tdir)) if fs.isdir(tdir) else []
         for name in names:
@@ -289,18 +289,15 @@ class Log:
 
     # -- appending ------------------------------------------------------------------------------------------------
 
-    def _prepare(self, topic: str, partition: int, records: Iterable[RecordIn]) -> tuple[Partition, list[RecordIn],
-                                                                                           int]:
+    def _prepare(self, topic: str, partition: int, records: Sequence[RecordIn]) -> tuple[Partition, list[RecordIn],
+                                                                                           BatchInfo]:
         p = self.partition(topic, partition)
+        recs = records if isinstance(records, list) else list(records)
+        info = batch_info(recs)
         limit = p.config.max_record_bytes
-        recs = list(records)
-        nbytes = 0
-        for r in recs:
-            size = record_size(r)
-            if size - 16 > limit:
-                raise RecordTooLargeError(size - 16, limit)
-            nbytes += size
-        return p, recs, nbytes
+        if info.largest > limit:
+            raise RecordTooLargeError(info.largest, limit)
+        return p, recs, info
 
     def append(
         self,
@@ -324,11 +321,11 @@ class Log:
         self._check_writable()
         if not records:
             raise ValueError("append_batch needs at least one record")
-        p, recs, nbytes = self._prepare(topic, partition, records)
+        p, recs, info = self._prepare(topic, partition, records)
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
         assert self.writer is not None
         timeout = self.config.block_timeout_ms / 1000 if self.config.block_timeout_ms is not None else None
-        self.writer.submit(p, recs, nbytes, fut, None, wait_for_room=True, timeout=timeout)
+        self.writer.submit(p, recs, info, fut, None, wait_for_room=True, timeout=timeout)
         return fut
 
     def flush(self, timeout: float | None = None) -> bool:

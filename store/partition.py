@@ -15,32 +15,40 @@ Offsets:
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from . import retention
 from .config import Durability, LogConfig, TopicConfig
-from .errors import LogBrokenError, OffsetOutOfRangeError
+from .errors import CorruptFrameError, LogBrokenError, OffsetOutOfRangeError
 from .frame import (
+    FRAME_HEADER_SIZE,
     MAX_RECORDS_PER_FRAME,
+    RECORD_HEADER_SIZE,
+    BatchInfo,
+    FrameError,
     FrameHeader,
     Record,
     RecordIn,
+    build_frame,
     decode_body,
-    encode_frame,
     parse_header,
     record_size,
     ts_fits,
+    ts_range_fits,
 )
 from .fs import FileSystem
 from .recovery import RecoveryReport, recover
-from .segment import SEGMENT_HEADER_SIZE, Segment, SegmentHeader
+from .segment import SEGMENT_HEADER_SIZE, BodyReader, Segment, SegmentHeader
 from .state import PartitionState
 from .stats import FsyncHistogram, PartitionStatistics
+
+log = logging.getLogger("edgestream.store.partition")
 
 _U32_MAX = 2**32 - 1
 _FRAME_OVERHEAD = 48
@@ -109,6 +117,7 @@ class Partition:
         self.counters.recovery_truncated_records = report.truncated_records
         self.counters.quarantined_segments = len(report.quarantined)
         self._scrub_cursor = 0
+        self._frame_cache: tuple[Segment, int, list[Record]] | None = None
         # Called with (topic, partition) -> lowest offset a required cursor still has to read, or None.
         self.protect_from: Callable[[], int | None] = lambda: None
 
@@ -209,92 +218,85 @@ class Partition:
         1. fdatasync the active segment and write its `.idx` by durable replace;
         2. create the new segment (header written, file and directory entry durable);
         3. advance the recovery point in `state` (durable replace).
+        A failure in 1 or 2 leaves the old segment active and raises; in 3 it only costs a longer scan at the next
+        start, so it is logged and the roll stands.
         """
         old = self.active
         old.seal()
-        self.dirty = False
-        self.durable_offset = old.next_offset
         header = SegmentHeader(self.index, old.next_offset, self.state.log_id, self.state.epoch, now_ms,
                                self.use_crc32c)
-        new = Segment.create(self.fs, self.directory, header)
+        try:
+            new = Segment.create(self.fs, self.directory, header)
+        except BaseException:
+            old.sealed = False
+            raise
         new.index.interval_bytes = self.config.index_interval_bytes
+        self.dirty = False
+        self.durable_offset = old.next_offset
         with self._lock:
             self.segments = [*self.segments, new]
-        self._w_write_state(recovery_point=new.base_offset)
         self.counters.rolls += 1
+        try:
+            self._w_write_state(recovery_point=new.base_offset)
+        except OSError as exc:
+            log.warning("%s/%d: could not advance the recovery point (%s); the next start scans more", self.topic,
+                        self.index, exc)
 
     def _w_write_state(self, **changes: object) -> None:
-        self.state = self.state.with_(**changes)
-        self.state.write(self.fs, self.state_path)
+        new = self.state.with_(**changes)
+        new.write(self.fs, self.state_path)
+        self.state = new
 
-    def _w_write(self, batches: list[list[RecordIn]], now_ms: int) -> list[int]:
+    def _w_write(self, batches: Sequence[tuple[Sequence[RecordIn], BatchInfo]], now_ms: int) -> list[int]:
         """Encode and write the batches (one per append, in order). Returns each batch's base offset.
 
-        Frames hold up to `frame_bytes` of records; a batch may span frames, and frames span batches. Everything
-        bound for one segment goes out in one write(). Nothing here syncs, except a roll (which seals).
-        On an OSError the segment is truncated back to where this call started and the error re-raised.
+        Frames hold up to `frame_bytes` of records; whole batches ride in one frame when they fit (the common case
+        costs no per-record Python here), a batch larger than a frame is split. Everything bound for one segment
+        goes out in one write(). Nothing here syncs, except a roll (which seals the old segment).
+        On an OSError the active segment is cut back to where this call started writing to it and the error is
+        re-raised. Frames that went into a segment sealed by a roll inside this call stay (they are durable); the
+        caller fails those appends all the same, so such records are "maybe written", as after any failed ack.
         """
         self._w_check_broken()
         cfg = self.config
-        codec = cfg.codec_id
-        level = cfg.compression_level
-        checksum = self.active.checksum
+        frame_bytes = cfg.frame_bytes
         bases: list[int] = []
         next_offset = self.active.next_offset
-        pending_frames: list[bytes] = []
-        pending_headers: list[FrameHeader] = []
-        pending_bytes = 0
-        cur: list[RecordIn] = []
-        cur_bytes = 0
-        cur_base = next_offset
-        accepted_bytes = 0
-
-        def close_frame() -> None:
-            nonlocal cur, cur_bytes, cur_base, pending_bytes
-            if not cur:
-                return
-            frame = encode_frame(cur, base_offset=cur_base, epoch=self.state.epoch, codec=codec, level=level,
-                                 checksum=checksum)
-            pending_frames.append(frame)
-            pending_headers.append(parse_header(frame, checksum))
-            pending_bytes += len(frame)
-            cur_base += len(cur)
-            cur = []
-            cur_bytes = 0
-
-        def flush_to_segment() -> None:
-            nonlocal pending_frames, pending_headers, pending_bytes
-            if pending_frames:
-                self._w_append(b"".join(pending_frames), pending_headers)
-                pending_frames, pending_headers, pending_bytes = [], [], 0
-
-        start_seg, start_size, start_next = self.active, self.active.size, self.active.next_offset
+        first_offset = next_offset
+        out = _FrameBuilder(self, now_ms)
+        undo = (self.active, self.active.size, self.active.next_offset)
+        accepted = 0
         try:
-            for batch in batches:
+            for records, info in batches:
                 bases.append(next_offset)
-                for rec in batch:
-                    size = record_size(rec)
-                    accepted_bytes += len(rec.value) + (len(rec.key) if rec.key else 0)
-                    if cur and (
-                        cur_bytes + size > cfg.frame_bytes
-                        or len(cur) >= MAX_RECORDS_PER_FRAME
-                        or not ts_fits(rec.timestamp_ms, cur[0].timestamp_ms)
-                    ):
-                        close_frame()
-                    if not cur and self._w_needs_roll(pending_bytes + size + _FRAME_OVERHEAD, 1, now_ms):
-                        flush_to_segment()
-                        self._w_roll(now_ms)
-                        checksum = self.active.checksum
-                    cur.append(rec)
-                    cur_bytes += size
-                    next_offset += 1
-            close_frame()
-            flush_to_segment()
+                n = len(records)
+                next_offset += n
+                accepted += info.nbytes - RECORD_HEADER_SIZE * n
+                if out.cur_n and not (
+                    out.cur_bytes + info.nbytes <= frame_bytes
+                    and out.cur_n + n <= MAX_RECORDS_PER_FRAME
+                    and ts_range_fits(info.ts_lo, info.ts_hi, out.first_ts)
+                ):
+                    out.close_frame()
+                if not out.cur_n and (
+                    info.nbytes > frame_bytes
+                    or n > MAX_RECORDS_PER_FRAME
+                    or not ts_range_fits(info.ts_lo, info.ts_hi, records[0][0])
+                ):
+                    for rec in records:  # bigger than a frame: split it record by record
+                        out.add_one(rec)
+                    continue
+                if not out.cur_n and out.needs_roll(min(info.nbytes, frame_bytes), n):
+                    out.roll()
+                    undo = (self.active, self.active.size, self.active.next_offset)
+                out.add(records, info.nbytes)
+            out.close_frame()
+            out.flush()
         except OSError:
-            self._w_undo(start_seg, start_size, start_next)
+            self._w_undo(*undo)
             raise
-        self.counters.appended_records += next_offset - (bases[0] if bases else next_offset)
-        self.counters.appended_bytes += accepted_bytes
+        self.counters.appended_records += next_offset - first_offset
+        self.counters.appended_bytes += accepted
         return bases
 
     def _w_append(self, data: bytes, headers: list[FrameHeader]) -> None:
@@ -306,13 +308,7 @@ class Partition:
     def _w_undo(self, seg: Segment, size: int, next_offset: int) -> None:
         """A write failed part-way (ENOSPC, EIO): cut the file back so no half frame is left behind."""
         try:
-            if seg is self.active:
-                seg.truncate(size, next_offset)
-            else:  # a roll happened inside the failed call: the new segments are empty or partial
-                for s in reversed(self.segments):
-                    if s is seg:
-                        break
-                    s.truncate(SEGMENT_HEADER_SIZE, s.base_offset)
+            if seg.size != size or seg.writable().size() != size:
                 seg.truncate(size, next_offset)
         except OSError as exc:
             self.broken = exc
@@ -365,7 +361,11 @@ class Partition:
         doomed = {d.base_offset for d in plan}
         new_start = plan[-1].next_offset
         # The state moves first: after a crash between the two steps, recovery deletes the leftovers.
-        self._w_write_state(log_start=new_start, recovery_point=max(self.state.recovery_point, new_start))
+        try:
+            self._w_write_state(log_start=new_start, recovery_point=max(self.state.recovery_point, new_start))
+        except OSError as exc:  # e.g. ENOSPC for the temp file: nothing was deleted, try again later
+            log.warning("%s/%d: retention could not write the state file: %s", self.topic, self.index, exc)
+            return 0
         with self._lock:
             victims = [s for s in self.segments if s.base_offset in doomed]
             self.segments = [s for s in self.segments if s.base_offset not in doomed]
@@ -383,7 +383,8 @@ class Partition:
         return freed
 
     def _w_scrub_one(self) -> str | None:
-        """Re-check the body CRCs of one sealed segment (round robin). Quarantines it if corrupt."""
+        """Re-check one sealed segment (round robin): every frame's checksums, its records and its offsets.
+        Quarantines it if anything is wrong and returns where it went."""
         with self._lock:
             sealed = self.segments[:-1]
         if not sealed:
@@ -391,22 +392,33 @@ class Partition:
         seg = sealed[self._scrub_cursor % len(sealed)]
         self._scrub_cursor += 1
         try:
-            for _ in seg.frames(SEGMENT_HEADER_SIZE, seg.size):
-                pass
+            expect = seg.base_offset
+            for h, body in seg.frames(SEGMENT_HEADER_SIZE, seg.size):
+                if h.base_offset != expect:
+                    raise FrameError("offset_gap", f"frame starts at {h.base_offset}, expected {expect}")
+                decode_body(h, body)
+                expect = h.next_offset
+            if expect != seg.next_offset:
+                raise FrameError("short_segment", f"frames end at offset {expect}, expected {seg.next_offset}")
             self.counters.scrubbed_segments += 1
             return None
-        except (ValueError, OSError) as exc:
-            with self._lock:
-                i = self.segments.index(seg)
-                nxt = self.segments[i + 1].base_offset
-                self.segments = [s for s in self.segments if s is not seg]
+        except (CorruptFrameError, FrameError, OSError) as exc:
+            return self._w_quarantine(seg, f"scrub: {exc}")
+
+    def _w_quarantine(self, seg: Segment, reason: str) -> str:
+        with self._lock:
+            i = self.segments.index(seg)
+            nxt = self.segments[i + 1].base_offset
+            self.segments = [s for s in self.segments if s is not seg]
+            if i > 0:
                 self.gaps = sorted([*self.gaps, (seg.base_offset, nxt)])
-            where = seg.quarantine()
-            self.counters.quarantined_segments += 1
-            self.recovery.quarantined.append(f"{where} (scrub: {exc})")
-            if i == 0:
-                self._w_write_state(log_start=nxt)
-            return where
+        if i == 0:
+            self._w_write_state(log_start=nxt)
+        where = seg.quarantine()
+        self.counters.quarantined_segments += 1
+        self.recovery.quarantined.append(f"{where} ({reason})")
+        log.error("%s/%d: quarantined %s (%s)", self.topic, self.index, where, reason)
+        return where
 
     def _w_close(self, clean: bool) -> None:
         """Clean shutdown: sync, write the active index, mark the state clean (written last)."""
@@ -434,9 +446,20 @@ class Partition:
     ) -> list[Record]:
         """Acknowledged records from `offset` on. Empty when `offset` is the high watermark.
 
-        Raises OffsetOutOfRangeError below the log start or above the high watermark. Offsets lost to a
-        quarantined segment are skipped (the gap is in the partition's statistics).
+        Raises OffsetOutOfRangeError below the log start or above the high watermark, CorruptFrameError at a frame
+        that fails its checks (the scrub quarantines its segment). Offsets lost to a quarantined segment are
+        skipped (the gap is in the partition's statistics).
         """
+        for attempt in range(3):
+            try:
+                return self._read(offset, max_records, max_bytes, upto)
+            except FileNotFoundError:
+                if attempt == 2:  # retention keeps deleting under us: report the new start
+                    raise OffsetOutOfRangeError(self.topic, self.index, offset, self.state.log_start,
+                                                self.high_watermark) from None
+        raise AssertionError("unreachable")
+
+    def _read(self, offset: int, max_records: int, max_bytes: int, upto: int | None) -> list[Record]:
         segments, hw, gaps = self._snapshot()
         limit = hw if upto is None else min(hw, upto)
         if offset < self.state.log_start or offset > hw:
@@ -453,6 +476,20 @@ class Partition:
                 break
         return out
 
+    def _decoded(self, seg: Segment, pos: int, h: FrameHeader, body: BodyReader) -> list[Record]:
+        """The records of the frame at `pos`. The last frame decoded is kept: a reader asking for fewer records
+        than a frame holds comes back for the rest of it. Only frames below the high watermark are ever decoded,
+        and those never change."""
+        cached = self._frame_cache
+        if cached is not None and cached[0] is seg and cached[1] == pos:
+            return cached[2]
+        try:
+            recs = decode_body(h, body(pos, h), self.topic, self.index)
+        except FrameError as exc:
+            raise CorruptFrameError(seg.path, pos, exc.reason) from exc
+        self._frame_cache = (seg, pos, recs)
+        return recs
+
     def _iter_from(
         self, segments: list[Segment], gaps: list[tuple[int, int]], offset: int, limit: int
     ) -> Iterator[tuple[int, list[Record]]]:
@@ -464,20 +501,18 @@ class Partition:
             return
         bases = [s.base_offset for s in segments]
         i = max(0, bisect_right(bases, offset) - 1)
-        topic, part = self.topic, self.index
         for seg in segments[i:]:
             if seg.base_offset >= limit:
                 return
             if seg.next_offset <= offset and seg is not segments[-1]:
                 continue
             start = seg.index.lookup(offset, SEGMENT_HEADER_SIZE)
-            end = seg.size
-            for h, body in seg.frames(start, end):
+            for pos, h, body in seg.walk(start, seg.size):
                 if h.next_offset <= offset:
                     continue
                 if h.base_offset >= limit:
                     return
-                recs = decode_body(h, body, topic, part)
+                recs = self._decoded(seg, pos, h, body)
                 lo = offset - h.base_offset if offset > h.base_offset else 0
                 hi = limit - h.base_offset
                 if lo or hi < len(recs):
@@ -495,12 +530,12 @@ class Partition:
             if seg.empty:
                 continue
             start = seg.index.lookup_time(ts_ms, SEGMENT_HEADER_SIZE)
-            for h, body in seg.frames(start, seg.size):
+            for pos, h, body in seg.walk(start, seg.size):
                 if h.base_offset >= hw:
                     return hw
-                if h.max_ts < ts_ms:
+                if h.max_ts < ts_ms or h.next_offset <= self.state.log_start:
                     continue
-                for r in decode_body(h, body, self.topic, self.index):
+                for r in self._decoded(seg, pos, h, body):
                     if r.offset >= hw:
                         return hw
                     if r.timestamp_ms >= ts_ms and r.offset >= self.state.log_start:
@@ -555,3 +590,73 @@ def _first_ts(segments: list[Segment]) -> int | None:
             return None
         return h.first_ts
     return None
+
+
+class _FrameBuilder:
+    """The frames of one `_w_write` call: groups records into frames, frames into one write per segment, and rolls
+    the segment when the next frame would not fit in it."""
+
+    __slots__ = ("cur", "cur_bytes", "cur_n", "first_ts", "headers", "next_base", "now_ms", "p", "pending",
+                 "pending_bytes")
+
+    def __init__(self, p: Partition, now_ms: int) -> None:
+        self.p = p
+        self.now_ms = now_ms
+        self.cur: list[RecordIn] = []
+        self.cur_bytes = 0
+        self.cur_n = 0
+        self.first_ts = 0
+        self.next_base = p.active.next_offset
+        self.pending: list[bytes] = []
+        self.headers: list[FrameHeader] = []
+        self.pending_bytes = 0
+
+    def add(self, records: Sequence[RecordIn], nbytes: int) -> None:
+        if not self.cur_n:
+            self.first_ts = records[0][0]
+        self.cur.extend(records)
+        self.cur_n += len(records)
+        self.cur_bytes += nbytes
+
+    def add_one(self, rec: RecordIn) -> None:
+        size = record_size(rec)
+        if self.cur_n and (
+            self.cur_bytes + size > self.p.config.frame_bytes
+            or self.cur_n >= MAX_RECORDS_PER_FRAME
+            or not ts_fits(rec.timestamp_ms, self.first_ts)
+        ):
+            self.close_frame()
+        if not self.cur_n and self.needs_roll(size, 1):
+            self.roll()
+        self.add((rec,), size)
+
+    def needs_roll(self, incoming: int, records: int) -> bool:
+        return self.p._w_needs_roll(self.pending_bytes + incoming + FRAME_HEADER_SIZE, records + self.pending_n(),
+                                    self.now_ms)
+
+    def pending_n(self) -> int:
+        return sum(h.record_count for h in self.headers)
+
+    def roll(self) -> None:
+        self.flush()
+        self.p._w_roll(self.now_ms)
+
+    def close_frame(self) -> None:
+        if not self.cur_n:
+            return
+        p = self.p
+        cfg = p.config
+        frame, header = build_frame(self.cur, base_offset=self.next_base, epoch=p.state.epoch, codec=cfg.codec_id,
+                                    level=cfg.compression_level, checksum=p.active.checksum)
+        self.pending.append(frame)
+        self.headers.append(header)
+        self.pending_bytes += len(frame)
+        self.next_base += self.cur_n
+        self.cur = []
+        self.cur_n = 0
+        self.cur_bytes = 0
+
+    def flush(self) -> None:
+        if self.pending:
+            self.p._w_append(b"".join(self.pending), self.headers)
+            self.pending, self.headers, self.pending_bytes = [], [], 0

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import files
 from .checksum import Checksum, crc32, for_flag
-from .errors import CorruptSegmentError
+from .errors import CorruptFrameError, CorruptSegmentError
 from .frame import FRAME_HEADER_SIZE, FrameError, FrameHeader, check_body, parse_header
 from .fs import FileHandle, FileSystem
 from .index import TS_MIN, IndexSummary, OffsetIndex
@@ -39,7 +39,9 @@ SEGMENT_MAGIC = b"EDGLOG01"
 SEGMENT_VERSION = 1
 FLAG_CRC32C = 0x1
 
+BodyReader = Callable[[int, FrameHeader], bytes]
 _READ_CHUNK = 1 << 20  # 1 MiB reads when scanning: few syscalls, bounded memory
+_READ_WINDOW = 128 << 10  # readers: a few compressed frames per pread, not a MiB for a 1,000-record read
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +102,10 @@ class ScanResult:
 class _ChunkReader:
     """Sequential reads of a file through a 1 MiB window: one pread per MiB, not two per frame."""
 
-    def __init__(self, handle: FileHandle, size: int) -> None:
+    def __init__(self, handle: FileHandle, size: int, chunk: int = _READ_CHUNK) -> None:
         self._h = handle
         self._size = size
+        self._chunk = chunk
         self._buf = b""
         self._start = 0
 
@@ -110,7 +113,7 @@ class _ChunkReader:
         end = pos + n
         if pos >= self._start and end <= self._start + len(self._buf):
             return self._buf[pos - self._start : end - self._start]
-        want = max(n, _READ_CHUNK)
+        want = max(n, self._chunk)
         self._buf = self._h.pread(min(want, self._size - pos), pos)
         self._start = pos
         return self._buf[:n]
@@ -146,10 +149,14 @@ class Segment:
             handle.truncate(0)
             handle.write(header.encode())
             handle.sync()
+            fs.sync_dir(directory)
         except BaseException:
             handle.close()
+            try:  # a half-made segment would look like a torn roll to recovery; better none at all
+                fs.remove(seg.path)
+            except OSError:
+                pass
             raise
-        fs.sync_dir(directory)
         seg._handle = handle
         return seg
 
@@ -291,15 +298,35 @@ class Segment:
     # -- reading -------------------------------------------------------------------------------------------------
 
     def frames(self, start: int, end: int) -> Iterator[tuple[FrameHeader, bytes]]:
-        """Frames (header, stored body) between byte positions `start` and `end` (a frame boundary)."""
-        reader = _ChunkReader(self.handle(), end)
+        """Frames (header, checked stored body) between byte positions `start` and `end` (a frame boundary).
+        Raises CorruptFrameError at a frame that fails its checks."""
+        for pos, h, body in self.walk(start, end):
+            yield h, body(pos, h)
+
+    def walk(self, start: int, end: int) -> Iterator[tuple[int, FrameHeader, BodyReader]]:
+        """(position, header, body reader) of each frame from `start` to `end`: a reader skipping frames reads
+        only their 48-byte headers; `body(pos, h)` reads and checks the body when it is wanted."""
+        reader = _ChunkReader(self.handle(), end, _READ_WINDOW)
+        checksum = self.checksum
+        path = self.path
+
+        def body(pos: int, h: FrameHeader) -> bytes:
+            data = reader.read(pos + FRAME_HEADER_SIZE, h.frame_len - FRAME_HEADER_SIZE)
+            try:
+                check_body(h, data, checksum)
+            except FrameError as exc:
+                raise CorruptFrameError(path, pos, exc.reason) from exc
+            return data
+
         pos = start
         while pos < end:
-            raw_header = reader.read(pos, FRAME_HEADER_SIZE)
-            h = parse_header(raw_header, self.checksum)
-            body = reader.read(pos + FRAME_HEADER_SIZE, h.frame_len - FRAME_HEADER_SIZE)
-            check_body(h, body, self.checksum)
-            yield h, body
+            try:
+                h = parse_header(reader.read(pos, FRAME_HEADER_SIZE), checksum)
+            except FrameError as exc:
+                raise CorruptFrameError(path, pos, exc.reason) from exc
+            if pos + h.frame_len > end:
+                raise CorruptFrameError(path, pos, "beyond_end")
+            yield pos, h, body
             pos += h.frame_len
 
     # -- removal -------------------------------------------------------------------------------------------------
@@ -316,7 +343,7 @@ class Segment:
     def quarantine(self) -> str:
         """Rename a corrupt segment out of the way (never delete it) and drop its index. Returns the new path."""
         self.close()
-        target = self.path + files.QUARANTINE_SUFFIX
+        target = files.quarantine_path(self.fs, self.path)
         self.fs.replace(self.path, target)
         try:
             self.fs.remove(self.index_path)

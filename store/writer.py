@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from .config import LogConfig
 from .errors import DiskFullError, LogBrokenError, LogClosedError, StoreError
-from .frame import RecordIn
+from .frame import BatchInfo, RecordIn
 from .partition import Partition
 from .stats import WriterStatistics
 
@@ -45,18 +45,19 @@ AnyFuture = concurrent.futures.Future[int] | asyncio.Future[int]
 
 
 class _Append:
-    __slots__ = ("enqueued", "future", "loop", "nbytes", "records")
+    __slots__ = ("enqueued", "future", "info", "loop", "nbytes", "records")
 
     def __init__(
         self,
         records: list[RecordIn],
-        nbytes: int,
+        info: BatchInfo,
         future: AnyFuture,
         loop: asyncio.AbstractEventLoop | None,
         enqueued: float,
     ) -> None:
         self.records = records
-        self.nbytes = nbytes
+        self.info = info
+        self.nbytes = info.nbytes
         self.future = future
         self.loop = loop
         self.enqueued = enqueued
@@ -70,6 +71,10 @@ class _Queue:
 
 
 Result = tuple[_Append, int | BaseException]
+
+# A blocked partition retries at most this often even when free space is checked more often: each retry is a
+# statvfs and maybe a retention pass, and a full disk does not empty in microseconds.
+_MIN_BLOCKED_RETRY_S = 0.05
 
 
 class GroupCommitWriter:
@@ -109,6 +114,11 @@ class GroupCommitWriter:
         self._committed_records = 0
         self._waiting_appenders = 0
         self._crashed: BaseException | None = None
+        self._stopped = False
+        self._retry_at: dict[Partition, float] = {}
+        self._maintenance_asked = 0
+        self._maintenance_done = 0
+        self._scrub_asked = False
         self._thread = threading.Thread(target=self._run, name="edgestream-writer", daemon=True)
         self._thread.start()
 
@@ -132,7 +142,7 @@ class GroupCommitWriter:
         self,
         partition: Partition,
         records: list[RecordIn],
-        nbytes: int,
+        info: BatchInfo,
         future: AnyFuture,
         loop: asyncio.AbstractEventLoop | None,
         *,
@@ -141,6 +151,7 @@ class GroupCommitWriter:
     ) -> None:
         """Queue an append. Synchronous callers (`wait_for_room`) wait while the writer is over
         `max_pending_bytes`; asynchronous callers wait before calling (`wait_room_async`)."""
+        nbytes = info.nbytes
         with self._cond:
             if self._crashed is not None:
                 raise LogBrokenError(f"the log writer stopped: {self._crashed}")
@@ -161,7 +172,7 @@ class GroupCommitWriter:
             q = self._queues.get(partition)
             if q is None:
                 q = self._queues[partition] = _Queue(deque())
-            q.appends.append(_Append(records, nbytes, future, loop, self._mono()))
+            q.appends.append(_Append(records, info, future, loop, self._mono()))
             q.nbytes += nbytes
             q.records += len(records)
             self._pending_bytes += nbytes
@@ -181,26 +192,41 @@ class GroupCommitWriter:
             return fut
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Write and sync everything queued now, ignoring linger. False if it did not finish in time."""
+        """Write and sync everything queued now, ignoring linger. False if it did not finish in time, or if some
+        partition is blocked on a full disk (its appends stay queued: they move when room appears)."""
         with self._cond:
             self._flush_waiters += 1
             self._cond.notify_all()
             try:
-                # Partitions blocked on a full disk are not waited for: they move when room appears.
                 done = self._cond.wait_for(
                     lambda: (self._in_flight == 0 and all(p.blocked for p in self._queues))
                     or self._crashed is not None,
                     timeout,
                 )
-                return done and not self._queues
+                return done and not self._queues and self._crashed is None
             finally:
                 self._flush_waiters -= 1
+
+    def run_maintenance(self, *, scrub: bool = False, timeout: float | None = 30.0) -> bool:
+        """Run housekeeping (retention, time rolls, free-space refresh; a scrub step if asked) on the writer thread
+        now, and wait for it. For tests and operator commands; the writer also runs it every `maintenance_ms`."""
+        with self._cond:
+            self._maintenance_asked += 1
+            self._scrub_asked = self._scrub_asked or scrub
+            target = self._maintenance_asked
+            self._cond.notify_all()
+            return self._cond.wait_for(
+                lambda: self._maintenance_done >= target or self._crashed is not None or self._stopped, timeout
+            ) and self._maintenance_done >= target
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Write what can be written, fail the rest with LogClosedError, stop the thread."""
         with self._cond:
             self._closing = True
+            waiters, self._room_waiters = self._room_waiters, []
             self._cond.notify_all()
+        for loop, fut in waiters:  # they find the log closing and raise LogClosedError
+            _call_threadsafe(loop, _set_none, fut)
         self._thread.join(timeout)
 
     def statistics(self) -> WriterStatistics:
@@ -231,6 +257,10 @@ class GroupCommitWriter:
                 self._cond.notify_all()
             err = LogBrokenError(f"the log writer crashed: {exc!r}; restart edgestream")
             self._deliver([(a, err) for q in queues.values() for a in q.appends])
+        finally:
+            with self._cond:
+                self._stopped = True
+                self._cond.notify_all()
 
     def _ready(self, now: float) -> tuple[list[Partition], float | None]:
         """Partitions to write now, and how long to wait otherwise (None: until notified)."""
@@ -241,10 +271,12 @@ class GroupCommitWriter:
             if not q.appends:
                 continue
             if p.blocked and not self._closing:
-                due = self._free_checked + self.config.disk_check_interval_ms / 1000 - now
-                wait = due if wait is None else min(wait, due)
+                due = self._retry_at.get(p, 0.0) - now
                 if due > 0:
+                    wait = due if wait is None else min(wait, due)
                     continue
+                ready.append(p)
+                continue
             age = now - q.appends[0].enqueued
             linger = p.config.linger_ms / 1000
             if urgent or q.nbytes >= p.config.frame_bytes or age >= linger:
@@ -258,10 +290,11 @@ class GroupCommitWriter:
             while True:
                 now = self._mono()
                 ready, wait = self._ready(now)
-                if ready:
+                maintenance = self._maintenance_asked > self._maintenance_done
+                if ready or maintenance:
                     break
                 if self._closing:
-                    if not self._queues or all(not q.appends for q in self._queues.values()):
+                    if all(not q.appends for q in self._queues.values()):
                         self._queues.clear()
                         self._cond.notify_all()
                         return False
@@ -269,10 +302,11 @@ class GroupCommitWriter:
                 if not self._queues:
                     self._cond.notify_all()  # flush() waiters: nothing queued, nothing in flight
                 maint_due = self._last_maintenance + self._maintenance_s - now
-                if maint_due <= 0 or self._interval_sync_due(now) <= 0:
+                sync_due = self._interval_sync_due(now)
+                if maint_due <= 0 or sync_due <= 0:
                     break
-                wait = maint_due if wait is None else min(wait, maint_due)
-                wait = min(wait, self._interval_sync_due(now))
+                wait = min(maint_due, sync_due) if wait is None else min(wait, maint_due, sync_due)
+                self._cond.notify_all()  # flush() waiters may be satisfied (everything left is blocked)
                 self._cond.wait(max(wait, 0.0005))
             taken: list[tuple[Partition, list[_Append]]] = []
             for p in ready:
@@ -282,6 +316,8 @@ class GroupCommitWriter:
                 self._pending_records -= q.records
                 self._in_flight += len(q.appends)
             closing = self._closing
+            asked = self._maintenance_asked
+            scrub_asked, self._scrub_asked = self._scrub_asked, False
             room_waiters = self._wake_room_waiters_locked()
             self._cond.notify_all()
         for loop, fut in room_waiters:
@@ -289,7 +325,11 @@ class GroupCommitWriter:
         self._cycles += 1
         if taken:
             self._commit(taken, closing)
-        self._housekeeping()
+        self._housekeeping(force=asked > self._maintenance_done, scrub=scrub_asked)
+        if asked > self._maintenance_done:
+            with self._cond:
+                self._maintenance_done = asked
+                self._cond.notify_all()
         return True
 
     def _wake_room_waiters_locked(self) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
@@ -306,7 +346,8 @@ class GroupCommitWriter:
         return self._free
 
     def _room(self, p: Partition, needed: int, now_ms: int) -> str | None:
-        """None if `needed` bytes fit; else why not: "disk" or "cap"."""
+        """None if `needed` bytes fit; else why not: "disk" (free space under min_free_bytes) or "cap" (the
+        partition over retention_bytes + one segment, and retention cannot delete: a required cursor lags)."""
         if self._refresh_free() - needed < self.config.min_free_bytes:
             self._refresh_free(force=True)
             if self._free - needed < self.config.min_free_bytes:
@@ -320,7 +361,7 @@ class GroupCommitWriter:
 
     def _make_room(self, p: Partition, needed: int, why: str, now_ms: int) -> bool:
         """drop_oldest: delete this partition's oldest segments until `needed` fits. True if it now does."""
-        for _ in range(2):
+        for _ in range(4):
             if why == "disk":
                 shortfall = self.config.min_free_bytes + needed - self._free
             else:
@@ -328,77 +369,50 @@ class GroupCommitWriter:
                 shortfall = p.size_bytes() + needed - (p.config.retention_bytes + p.config.segment_bytes)
             if shortfall <= 0:
                 return True
-            if p.active.size > p.config.frame_bytes and len(p.segments) == 1:
-                p._w_roll(now_ms)  # the active segment must be sealed before it can be dropped
+            if len(p.segments) == 1 and not p.active.empty:
+                p._w_roll(now_ms)  # only sealed segments can go: seal the active one
             freed = p._w_retention(now_ms, free_bytes_needed=shortfall)
             self._refresh_free(force=True)
-            if freed == 0:
-                break
             new_why = self._room(p, needed, now_ms)
             if new_why is None:
                 return True
+            if freed == 0:
+                return False
             why = new_why
         return False
 
+    def _block(self, p: Partition) -> None:
+        p.blocked = True
+        p.counters.blocked_cycles += 1
+        retry = max(self.config.disk_check_interval_ms / 1000, _MIN_BLOCKED_RETRY_S)
+        self._retry_at[p] = self._mono() + retry
+
     def _commit(self, taken: list[tuple[Partition, list[_Append]]], closing: bool) -> None:
+        """Steps 2-4 of the commit cycle (module docstring) for the appends taken this round."""
         now_ms = self._wall_ms()
         results: list[Result] = []
-        after_sync: list[tuple[Partition, list[Result]]] = []
+        after_sync: list[tuple[Partition, list[tuple[_Append, int]]]] = []
         requeue: list[tuple[Partition, list[_Append]]] = []
         for p, appends in taken:
-            if p.broken is not None:
-                err = LogBrokenError(f"{p.topic}/{p.index} is broken after an I/O error ({p.broken}); restart")
-                results.extend((a, err) for a in appends)
-                continue
-            needed = sum(a.nbytes for a in appends) + 48 * len(appends)
-            why = self._room(p, needed, now_ms)
-            if why is not None and p.config.on_full == "drop_oldest" and self._make_room(p, needed, why, now_ms):
-                why = None
-            if why is not None:
-                if p.config.on_full == "block" and not closing:
-                    p.blocked = True
-                    p.counters.blocked_cycles += 1
-                    requeue.append((p, appends))
-                    continue
-                reason = "full" if p.config.on_full == "reject_new" else ("closing" if closing else "no_room")
-                n = sum(len(a.records) for a in appends)
-                p.rejected[reason] = p.rejected.get(reason, 0) + n
-                err: StoreError = (
-                    LogClosedError("the log closed while the disk was full")
-                    if closing and p.config.on_full == "block"
-                    else DiskFullError(self.data_dir, self._free, needed, policy=p.config.on_full)
-                )
-                results.extend((a, err) for a in appends)
-                continue
-            p.blocked = False
             try:
-                bases = p._w_write([a.records for a in appends], now_ms)
-            except OSError as exc:
+                done = self._write_partition(p, appends, closing, now_ms, results, requeue)
+            except OSError as exc:  # retention or a roll failed outside the write itself
                 self._refresh_free(force=True)
-                if exc.errno == errno.ENOSPC and p.broken is None:
-                    if p.config.on_full == "block" and not closing:
-                        p.blocked = True
-                        requeue.append((p, appends))
-                        continue
-                    err2: StoreError = DiskFullError(self.data_dir, self._free, needed, policy=p.config.on_full)
-                    p.rejected["no_room"] = p.rejected.get("no_room", 0) + sum(len(a.records) for a in appends)
-                else:
-                    p.broken = p.broken or exc
-                    err2 = LogBrokenError(f"write to {p.topic}/{p.index} failed: {exc}; restart edgestream")
-                results.extend((a, err2) for a in appends)
+                p.broken = p.broken or exc
+                err = LogBrokenError(f"{p.topic}/{p.index} failed: {exc}; restart edgestream")
+                results.extend((a, err) for a in appends)
                 continue
-            except StoreError as exc:
-                results.extend((a, exc) for a in appends)
+            if done is None:
                 continue
-            done = list(zip(appends, bases, strict=True))
             self._commits += 1
-            self._committed_records += sum(len(a.records) for a in appends)
+            self._committed_records += sum(len(a.records) for a, _ in done)
             if p.durability.acks_after_sync:
-                after_sync.append((p, done))  # type: ignore[arg-type]
+                after_sync.append((p, done))
             else:
                 p._w_publish(p.end_offset)
                 results.extend(done)
-                if p.durability.kind == "interval" and self._mono() - p.last_sync_mono >= p.durability.interval_ms / 1000:
+                interval = p.durability.interval_ms / 1000
+                if p.durability.kind == "interval" and self._mono() - p.last_sync_mono >= interval:
                     self._sync_quietly(p)
         if results:
             self._deliver(results)
@@ -408,8 +422,8 @@ class GroupCommitWriter:
             try:
                 p._w_sync(mono)
             except OSError as exc:
-                err3 = LogBrokenError(f"fdatasync of {p.topic}/{p.index} failed: {exc}; restart edgestream")
-                results.extend((a, err3) for a, _ in done)
+                err = LogBrokenError(f"fdatasync of {p.topic}/{p.index} failed: {exc}; restart edgestream")
+                results.extend((a, err) for a, _ in done)
                 continue
             p._w_publish(p.end_offset)
             results.extend(done)
@@ -429,6 +443,54 @@ class GroupCommitWriter:
                 self._pending_records += sum(len(a.records) for a in appends)
             self._cond.notify_all()
 
+    def _write_partition(
+        self,
+        p: Partition,
+        appends: list[_Append],
+        closing: bool,
+        now_ms: int,
+        results: list[Result],
+        requeue: list[tuple[Partition, list[_Append]]],
+    ) -> list[tuple[_Append, int]] | None:
+        """Room check, on_full policy and the write for one partition. Returns (append, base offset) pairs written,
+        or None when the appends were failed (into `results`) or put back (into `requeue`)."""
+        if p.broken is not None:
+            err: StoreError = LogBrokenError(f"{p.topic}/{p.index} is broken after an I/O error ({p.broken}); "
+                                             "restart edgestream")
+            results.extend((a, err) for a in appends)
+            return None
+        needed = sum(a.nbytes for a in appends) + 48 * len(appends)
+        why = self._room(p, needed, now_ms)
+        if why is not None and p.config.on_full == "drop_oldest" and self._make_room(p, needed, why, now_ms):
+            why = None
+        if why is None:
+            try:
+                bases = p._w_write([(a.records, a.info) for a in appends], now_ms)
+            except OSError as exc:
+                self._refresh_free(force=True)
+                if exc.errno != errno.ENOSPC or p.broken is not None:
+                    p.broken = p.broken or exc
+                    err = LogBrokenError(f"write to {p.topic}/{p.index} failed: {exc}; restart edgestream")
+                    results.extend((a, err) for a in appends)
+                    return None
+                why = "disk"  # the file system ran out before our free-space reading said so
+            else:
+                p.blocked = False
+                self._retry_at.pop(p, None)
+                return list(zip(appends, bases, strict=True))
+        if p.config.on_full == "block" and not closing:
+            self._block(p)
+            requeue.append((p, appends))
+            return None
+        if closing and p.config.on_full == "block":
+            reason, err = "closing", LogClosedError("the log closed while the disk was full; nothing was written")
+        else:
+            reason = "full" if p.config.on_full == "reject_new" else "no_room"
+            err = DiskFullError(self.data_dir, self._free, needed, policy=p.config.on_full)
+        p.rejected[reason] = p.rejected.get(reason, 0) + sum(len(a.records) for a in appends)
+        results.extend((a, err) for a in appends)
+        return None
+
     def _sync_quietly(self, p: Partition) -> None:
         try:
             p._w_sync(self._mono())
@@ -438,21 +500,26 @@ class GroupCommitWriter:
     def _interval_sync_due(self, now: float) -> float:
         due = float("inf")
         for p in self._partitions:
-            if p.durability.kind == "interval" and p.dirty:
+            if p.durability.kind == "interval" and p.dirty and p.broken is None:
                 due = min(due, p.last_sync_mono + p.durability.interval_ms / 1000 - now)
         return due
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self, *, force: bool = False, scrub: bool = False) -> None:
+        """Step 5: interval syncs when due; every `maintenance_ms` (or when asked): retention, time-based rolls of
+        idle segments, the free-space reading, and one scrub step every `scrub_interval_ms`."""
         now = self._mono()
         for p in self._partitions:
-            if p.durability.kind == "interval" and p.dirty and now - p.last_sync_mono >= p.durability.interval_ms / 1000:
+            if p.durability.kind == "interval" and p.dirty and p.broken is None and (
+                now - p.last_sync_mono >= p.durability.interval_ms / 1000
+            ):
                 self._sync_quietly(p)
-        if now - self._last_maintenance < self._maintenance_s:
+        if not force and now - self._last_maintenance < self._maintenance_s:
             return
         self._last_maintenance = now
         self._refresh_free(force=True)
         now_ms = self._wall_ms()
-        scrub = self._scrub_interval_s is not None and now - self._last_scrub >= self._scrub_interval_s
+        if self._scrub_interval_s is not None and now - self._last_scrub >= self._scrub_interval_s:
+            scrub = True
         if scrub:
             self._last_scrub = now
         for p in self._partitions:
@@ -467,9 +534,7 @@ class GroupCommitWriter:
                         p._w_roll(now_ms)
                 p._w_retention(now_ms)
                 if scrub:
-                    where = p._w_scrub_one()
-                    if where:
-                        log.error("scrub quarantined corrupt segment %s", where)
+                    p._w_scrub_one()
             except OSError as exc:
                 log.error("housekeeping of %s/%d failed: %s", p.topic, p.index, exc)
 

@@ -20,16 +20,28 @@ connection paused longer than the keepalive is dropped by paho and re-establishe
 Connections fail and come back with jittered exponential backoff (`backoff.py`) on the injected clock; the
 broker then redelivers every unacked message (DUP=1) and the source stores it again: at least once.
 
-Why paho-mqtt in the event loop and not aiomqtt (measured with `tests/bench/mqtt_client_choice.py`: QoS 1
-drain of a queue at a local Mosquitto 2.0.11, ~100 B messages, 2-core x86_64 build machine, median of runs):
+Why paho-mqtt driven from the event loop, not aiomqtt and not paho's own thread. Measured with
+`tests/bench/mqtt_client_choice.py --count 50000 --runs 3`: QoS 1 drain of 50,000 queued ~124 B messages from
+a local Mosquitto 2.0.11, MQTT 3.1.1 unless noted, window 1000, 2-core AMD EPYC build machine shared with
+other work (msg/s is noisy there; CPU per message is steady), median of 3 runs, every message acked (0
+redelivered to a verifying reconnect):
 
-    MEASUREMENTS
+    subscriber                                 msg/s (min..max)          CPU us/msg
+    paho, own thread, auto-ack (baseline)      23,810 (16,704..29,480)   34
+    paho, loop_forever, manual ack in callback 36,929 (25,386..37,935)   21
+    aiomqtt 2.5.1 + manual-ack workaround      11,747 (11,265..13,382)   76
+    paho thread -> loop, call_soon_threadsafe  23,905 (18,354..23,933)   40
+    this source, MQTT 3.1.1                    29,180 (19,885..38,668)   25
+    this source, MQTT 5 (Receive Maximum)      20,016 (13,568..22,391)   39
 
-- aiomqtt 2.5 has no manual-ack API: the workaround reaches into `client._client` (a private attribute) and
-  its bounded queue discards messages when full (after auto-acking them in its default mode).
-- paho runs in this loop like aiomqtt does (add_reader + loop_misc), so every paho callback is on the loop
-  thread: no lock, no `call_soon_threadsafe`, acks from one place (`_flush`). paho's thread (loop_start)
-  would add a thread switch and a socketpair write per PUBACK.
+- aiomqtt costs 3x the CPU per message of this source, has no manual-ack API (the workaround reaches into
+  the private `client._client`), and its bounded queue discards messages when full.
+- paho's own thread plus a hand-off into the loop costs 1.6x (thread switches, a socketpair write per
+  PUBACK), even in a prototype without the Reading and the ack queue. Here paho runs in the loop as aiomqtt
+  does it (add_reader, loop_misc), so every callback is on the loop thread and acks go out from one place.
+- This source adds ~4 us/msg to bare paho (the Reading, the sink's future, the ack queue). MQTT 5 adds
+  ~14 us/msg, all of it paho decoding PUBLISH properties. TCP_NODELAY is set on the socket: with Nagle on,
+  MQTT 5 ran at 8,568 msg/s in a 20,000-message run (the broker waits for PUBACKs that Nagle holds back).
 """
 
 from __future__ import annotations
@@ -84,6 +96,7 @@ class MqttClientStatistics:
     reconnects: int  # connections established after the first
     connect_failures: int
     connected: bool
+    subscribed: bool  # the broker acknowledged every topic filter on this connection
     paused: bool  # not reading: the in-flight window is full or the sink is closing
     inflight: int  # received, not yet acked (or, for QoS 0, not yet stored)
     bytes: int  # payload bytes received
@@ -133,7 +146,7 @@ class MqttClientSource:
         self._stopping = False
         self._received = self._acked = self._rejected = self._dead_letters = self._sink_errors = 0
         self._reconnects = self._connections = self._connect_failures = self._bytes = 0
-        self._session_present = self._connected = False
+        self._session_present = self._connected = self._subscribed = False
         self._last_error = ""
 
     # -- Source interface -----------------------------------------------------------------------------------
@@ -168,7 +181,7 @@ class MqttClientSource:
         return MqttClientStatistics(
             received=self._received, acked=self._acked, rejected=self._rejected,
             dead_letters=self._dead_letters, sink_errors=self._sink_errors, reconnects=self._reconnects,
-            connect_failures=self._connect_failures, connected=self._connected,
+            connect_failures=self._connect_failures, connected=self._connected, subscribed=self._subscribed,
             paused=conn is not None and conn.paused,
             inflight=self._inflight(), bytes=self._bytes, session_present=self._session_present,
             last_error=self._last_error,
@@ -195,6 +208,7 @@ class MqttClientSource:
                     self._pause(conn)
                 if await self._unless_stopped(session.subscribe(self._settings.topics)) is _STOPPED:
                     return
+                self._subscribed = True
             except EdgeError as exc:
                 self._connect_failures += 1
                 self._last_error = str(exc)
@@ -208,7 +222,7 @@ class MqttClientSource:
             elif session.closed.done() and session.closed.result() is not None:
                 self._last_error = str(session.closed.result())
         finally:
-            self._connected = False
+            self._connected = self._subscribed = False
             session.abort()  # no-op when already closed
             self._retire(conn)
             if up_since is not None and self._clock.monotonic() - up_since >= STABLE_AFTER_S:

@@ -197,7 +197,8 @@ class PahoSession:
             attempt.add_done_callback(lambda _: self._close_socket_quietly())
             raise
         except ssl.SSLCertVerificationError as exc:
-            raise BrokerTlsError(s.host, s.port, exc.verify_message or str(exc)) from None
+            detail = f"certificate verify failed: {exc.verify_message or exc}"
+            raise BrokerTlsError(s.host, s.port, detail) from None
         except ssl.SSLError as exc:
             if "CERTIFICATE" in str(exc).upper() or "ALERT" in str(exc).upper():
                 raise BrokerTlsError(s.host, s.port, exc.reason or str(exc)) from None
@@ -320,9 +321,9 @@ class PahoSession:
         self._writer_added = False
         if self._misc is not None:
             self._misc.cancel()
-        if not self.closed.done():
-            s = self._settings
-            self._set_closed(None if self._closing else
+        # paho calls on_disconnect right after this with the reason; this is only the fallback.
+        s = self._settings
+        self._loop.call_soon(self._set_closed, None if self._closing else
                              SourceUnavailableError(f"mqtt {s.host}:{s.port}", "socket closed"))
 
     def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:

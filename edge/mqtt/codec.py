@@ -276,18 +276,26 @@ _DECODERS: dict[int, _BodyDecoder] = {
 }
 
 
-def decode_body(first: int, data: bytes, start: int, end: int, version: int | None) -> Packet:
+def check_fixed_header(first: int, version: int | None) -> None:
+    """The checks the first byte allows on its own, so garbage fails before its "body" is awaited."""
     packet_type, flags = first >> 4, first & 0x0F
-    decoder = _DECODERS.get(packet_type)
-    if decoder is None:
+    if packet_type == 0:
         raise wire.malformed("packet type 0 is reserved")
-    if packet_type != P.PUBLISH and flags != _FIXED_FLAGS.get(packet_type, 0):
+    if packet_type == P.PUBLISH:
+        if flags & 0x06 == 0x06:
+            raise wire.malformed("PUBLISH with QoS 3")
+    elif flags != _FIXED_FLAGS.get(packet_type, 0):
         raise wire.malformed(f"packet type {packet_type} with flags 0x{flags:x}")
-    if version is None:
-        if packet_type != P.CONNECT:
-            raise wire.protocol_error(f"packet type {packet_type} before CONNECT")
-        version = MQTT_3_1_1  # CONNECT describes its own version
-    return decoder(flags, wire.Reader(data, start, end), version)
+    if version is None and packet_type != P.CONNECT:
+        raise wire.protocol_error(f"packet type {packet_type} before CONNECT")
+    if version == MQTT_3_1_1 and packet_type == P.AUTH:
+        raise wire.malformed("packet type 15 (AUTH) does not exist in MQTT 3.1.1")
+
+
+def decode_body(first: int, data: bytes, start: int, end: int, version: int | None) -> Packet:
+    """Decode the packet whose fixed header byte is `first` and whose body is `data[start:end]`."""
+    check_fixed_header(first, version)
+    return _DECODERS[first >> 4](first & 0x0F, wire.Reader(data, start, end), version or MQTT_3_1_1)
 
 
 # ------------------------------------------------------------------------------------------------ encoding

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..errors import MalformedPacketError
 from . import properties as P
 from . import wire
-from .codec import MAX_PACKET_BYTES, decode_body
+from .codec import MAX_PACKET_BYTES, check_fixed_header, decode_body
 from .errors import MalformedPublishError, PacketTooLargeError
 from .packets import MQTT_3_1_1, MQTT_5, ConnectPacket, OversizedPublish, Packet
 
@@ -103,6 +103,7 @@ class PacketDecoder:
 
     def _parse(self) -> Packet | OversizedPublish | None:
         buf, pos = self._buf, self._pos
+        check_fixed_header(buf[pos], self.protocol_version)
         got = wire.decode_varint(buf, pos + 1, len(buf))
         if got is None:
             self._need = len(buf) - pos + 1

@@ -150,10 +150,7 @@ class Checksum:
             payload = frame[: len(frame) - self.width]
             got = int.from_bytes(frame[len(frame) - self.width :], self._order())
         want = self.compute(payload)
-        digits = 2 * self.width
         if got != want:
-            return (
-                b"",
-                f"{self.algorithm} mismatch: got {got:0{digits}x}, computed {want:0{digits}x}",
-            )
+            n = 2 * self.width
+            return b"", f"{self.algorithm} mismatch: got {got:0{n}x}, computed {want:0{n}x}"
         return payload, ""

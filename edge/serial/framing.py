@@ -208,9 +208,7 @@ class LineFraming(DelimitedFraming):
             idx = chunk.rfind(self.start)
             if idx < 0:
                 out.append(
-                    FramingError(
-                        "garbage", f"line without start marker {self.start!r}", data=chunk[:SAMPLE_BYTES]
-                    )
+                    FramingError("garbage", f"line without start marker {self.start!r}", data=chunk[:SAMPLE_BYTES])
                 )
                 return
             if idx:
@@ -296,8 +294,8 @@ class _HuntingFraming:
             else:
                 payload = body
             if not payload and dropped.count:
-                # While hunting, an empty frame is no proof of sync: a run of 0x00 (a line break condition reads
-                # as zeros) is a valid empty frame under CRC-32, whose check value of nothing is 0.
+                # While hunting, an empty frame is no proof of sync: a run of 0x00 (a line break condition
+                # reads as zeros) is a valid empty frame under CRC-32, whose check value of nothing is 0.
                 dropped.add(buf, pos, pos + 1, "empty frame while hunting")
                 pos += 1
                 continue

@@ -61,9 +61,7 @@ class ChecksumSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         )
 
 
-class LineFramingSettings(
-    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="line", tag_field="type"
-):
+class LineFramingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="line", tag_field="type"):
     terminator: str = "\n"
     start: str = ""  # optional start-of-frame marker, e.g. "$" for NMEA
 
@@ -72,18 +70,14 @@ class LineFramingSettings(
             raise ValueError("framing.terminator must not be empty (e.g. '\\n' or '\\r\\n')")
 
 
-class LengthFramingSettings(
-    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="length", tag_field="type"
-):
+class LengthFramingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="length", tag_field="type"):
     length_bytes: Literal[1, 2, 4] = 2
     byteorder: Literal["big", "little"] = "big"
     length_includes_checksum: bool = False
     sync: str = ""  # hex, e.g. "aa55"
 
 
-class FixedFramingSettings(
-    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="fixed", tag_field="type"
-):
+class FixedFramingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="fixed", tag_field="type"):
     size: int
     sync: str = ""
 
@@ -92,24 +86,16 @@ class FixedFramingSettings(
             raise ValueError("framing.size must be >= 1")
 
 
-class CobsFramingSettings(
-    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="cobs", tag_field="type"
-):
+class CobsFramingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="cobs", tag_field="type"):
     pass
 
 
-class SlipFramingSettings(
-    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="slip", tag_field="type"
-):
+class SlipFramingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag="slip", tag_field="type"):
     pass
 
 
 FramingSettings = (
-    LineFramingSettings
-    | LengthFramingSettings
-    | FixedFramingSettings
-    | CobsFramingSettings
-    | SlipFramingSettings
+    LineFramingSettings | LengthFramingSettings | FixedFramingSettings | CobsFramingSettings | SlipFramingSettings
 )
 
 
@@ -183,8 +169,7 @@ class SerialSourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
         if ck is not None:
             if kind == "line" and ck.encoding != "hex":
                 raise ValueError(
-                    "line framing takes checksum.encoding = 'hex' (a binary checksum could contain "
-                    "the terminator)"
+                    "line framing takes checksum.encoding = 'hex' (a binary checksum could contain the terminator)"
                 )
             if kind != "line" and ck.encoding != "binary":
                 raise ValueError(f"{kind} framing takes checksum.encoding = 'binary'")

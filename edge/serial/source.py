@@ -88,10 +88,10 @@ class _Connection(asyncio.Protocol):
 class SerialSource:
     def __init__(
         self,
+        name: str,
         settings: SerialSourceSettings,
         sink: Sink,
         *,
-        name: str = "serial",
         clock: Clock | None = None,
         opener: SerialOpener | None = None,
         rng: random.Random | None = None,
@@ -149,9 +149,7 @@ class SerialSource:
                     break
                 if opened_before:
                     self._reconnects += 1
-                    log.warning(
-                        "%s: %s is back (reconnect %d)", self.name, self.settings.port, self._reconnects
-                    )
+                    log.warning("%s: %s is back (reconnect %d)", self.name, self.settings.port, self._reconnects)
                 opened_before = True
                 exc = await self._until_lost_or_stop(conn)
                 if self._stop_requested.is_set() and self._transport is not None:
@@ -188,9 +186,7 @@ class SerialSource:
                 delay *= 0.5 + self._rng.random() / 2  # jitter: many gateways must not retry in lockstep
                 attempt += 1
                 if attempt == 1:
-                    log.warning(
-                        "%s: cannot open %s (%s); retrying", self.name, self.settings.port, exc.detail
-                    )
+                    log.warning("%s: cannot open %s (%s); retrying", self.name, self.settings.port, exc.detail)
                 if not await self._sleep_unless_stopped(delay):
                     return None
                 continue
@@ -330,15 +326,11 @@ class SerialSource:
                 if isinstance(exc, RecordRejectedError):
                     self._rejected += 1
                 elif isinstance(exc, SinkClosedError):
-                    log.warning(
-                        "%s: sink closed; stopping without acknowledging %d frames", self.name, len(pending)
-                    )
+                    log.warning("%s: sink closed; stopping without acknowledging %d frames", self.name, len(pending))
                     self._stop_requested.set()
                     return
                 else:
-                    log.error(
-                        "%s: the sink failed to store a frame; not acknowledging it", self.name, exc_info=exc
-                    )
+                    log.error("%s: the sink failed to store a frame; not acknowledging it", self.name, exc_info=exc)
                     self._sink_errors += 1
                     send = False
             if pending and pending[0] is item:

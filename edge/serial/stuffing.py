@@ -90,9 +90,7 @@ def slip_decode(data: bytes) -> bytes | None:
 class _StuffedFraming(DelimitedFraming):
     name = ""
 
-    def __init__(
-        self, delimiter: bytes, *, max_frame_bytes: int, checksum: Checksum | None, lead: bool
-    ) -> None:
+    def __init__(self, delimiter: bytes, *, max_frame_bytes: int, checksum: Checksum | None, lead: bool) -> None:
         super().__init__(delimiter, max_frame_bytes)
         if checksum is not None and checksum.encoding != "binary":
             raise ValueError(f"{self.name} framing takes a binary checksum")
@@ -109,9 +107,7 @@ class _StuffedFraming(DelimitedFraming):
         body = self.checksum.append(payload) if self.checksum is not None else payload
         stuffed = self._stuff(body)
         if len(stuffed) > self.max_frame_bytes:
-            raise ValueError(
-                f"encoded frame of {len(stuffed)} bytes over max_frame_bytes {self.max_frame_bytes}"
-            )
+            raise ValueError(f"encoded frame of {len(stuffed)} bytes over max_frame_bytes {self.max_frame_bytes}")
         return (self.delimiter if self.lead else b"") + stuffed + self.delimiter
 
     def _chunk(self, chunk: bytes, out: list[Event]) -> None:
@@ -133,9 +129,7 @@ class _StuffedFraming(DelimitedFraming):
 class CobsFraming(_StuffedFraming):
     name = "COBS"
 
-    def __init__(
-        self, *, max_frame_bytes: int = 4096, checksum: Checksum | None = None, lead: bool = True
-    ) -> None:
+    def __init__(self, *, max_frame_bytes: int = 4096, checksum: Checksum | None = None, lead: bool = True) -> None:
         super().__init__(b"\x00", max_frame_bytes=max_frame_bytes, checksum=checksum, lead=lead)
 
     def _stuff(self, data: bytes) -> bytes:
@@ -148,9 +142,7 @@ class CobsFraming(_StuffedFraming):
 class SlipFraming(_StuffedFraming):
     name = "SLIP"
 
-    def __init__(
-        self, *, max_frame_bytes: int = 4096, checksum: Checksum | None = None, lead: bool = True
-    ) -> None:
+    def __init__(self, *, max_frame_bytes: int = 4096, checksum: Checksum | None = None, lead: bool = True) -> None:
         super().__init__(b"\xc0", max_frame_bytes=max_frame_bytes, checksum=checksum, lead=lead)
 
     def _stuff(self, data: bytes) -> bytes:

@@ -3,7 +3,7 @@
 The jars come from Maven Central through tests/kafka/fetch-kafka.sh (cached outside git); each node is a JVM
 (`kafka.Kafka`, -Xmx512m) on loopback with a temp data dir, formatted by `kafka.tools.StorageTool`. Both
 fixtures are session-scoped: a JVM takes seconds to start, and a test run starts each cluster at most once.
-After every test that used one, the cluster is healed (WAN restored, killed nodes restarted), so tests
+Before each test that uses one, the cluster is healed (WAN restored, killed nodes restarted), so tests
 share it safely as long as each uses its own topics (`cluster.new_topic()`).
 
 Every node has three listeners:
@@ -29,7 +29,7 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -79,6 +79,9 @@ rootLogger.level = INFO
 rootLogger.appenderRef.out.ref = out
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
+# Every internal client dumps its whole config at INFO; server.properties next to the log says the same.
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
 """
 # Tools (StorageTool, ProducerPerformance) print their results on stdout; keep log lines off it.
 _TOOL_LOG4J = _BROKER_LOG4J.replace("rootLogger.level = INFO", "rootLogger.level = WARN").replace(
@@ -164,6 +167,13 @@ class Record:
     headers: tuple[tuple[str, bytes | None], ...]
     timestamp_ms: int
 
+    def header(self, name: str) -> bytes | None:
+        """The value of the first header called `name`; KeyError if there is none."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        raise KeyError(name)
+
 
 @dataclass(frozen=True)
 class ProducerPerfResult:
@@ -190,7 +200,7 @@ _PERF_SUMMARY = re.compile(
 class KafkaNode:
     """One combined broker+controller JVM, its ports, its data dir and the WAN proxy in front of it."""
 
-    def __init__(self, node_id: int, root: Path, libs: Path, heap: str) -> None:
+    def __init__(self, node_id: int, root: Path, libs: Path, jvm_options: Sequence[str]) -> None:
         self.node_id = node_id
         self.dir = root / f"node-{node_id}"
         self.data_dir = self.dir / "data"
@@ -202,7 +212,7 @@ class KafkaNode:
         self.proxy = TcpProxy((HOST, self.wan_port), name=f"wan-{node_id}").start()
         self.process = ManagedProcess(
             [
-                "java", f"-Xmx{heap}", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+                "java", *jvm_options, "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
                 "-cp", _classpath(libs), "kafka.Kafka", str(self.config_path),
             ],
@@ -242,13 +252,14 @@ class KafkaCluster:
         size: int = 1,
         *,
         heap: str = "512m",
+        jvm_options: Sequence[str] = (),
         extra_config: Mapping[str, str] | None = None,
         start_timeout: float = START_TIMEOUT,
         libs: Path | None = None,
     ) -> None:
         self.root = root
         self.size = size
-        self.heap = heap
+        self.jvm_options = [f"-Xmx{heap}", *jvm_options]
         self.extra_config = dict(extra_config or {})
         self.start_timeout = start_timeout
         self._libs = libs
@@ -266,12 +277,31 @@ class KafkaCluster:
         return self._libs
 
     def start(self) -> KafkaCluster:
+        """Format and start every node, and wait until all are brokers in the metadata.
+
+        A port that something else took between `free_port()` and the JVM's bind is tried again with new
+        ports (twice); any other failure raises KafkaStartError at once.
+        """
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except KafkaStartError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.stop()
+                for node in self.nodes.values():
+                    shutil.rmtree(node.data_dir, ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> KafkaCluster:
         libs = self.libs
+        self.nodes = {}
+        self.wan = ProxyGroup()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "log4j2.properties").write_text(_BROKER_LOG4J)
         (self.root / "tools-log4j2.properties").write_text(_TOOL_LOG4J)
         for node_id in range(1, self.size + 1):
-            node = KafkaNode(node_id, self.root, libs, self.heap)
+            node = KafkaNode(node_id, self.root, libs, self.jvm_options)
             self.nodes[node_id] = node
             self.wan.add(node.proxy)
         if self.size == 1:
@@ -383,9 +413,10 @@ class KafkaCluster:
 
     def admin(self) -> AdminClient:
         if self._admin is None:
-            self._admin = AdminClient(
-                {"bootstrap.servers": self.bootstrap, "reconnect.backoff.max.ms": 500, "logger": _client_log}
-            )
+            conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": _client_log}
+            # Readiness polls start before the brokers listen; retry within half a second once they do.
+            conf["reconnect.backoff.max.ms"] = 500
+            self._admin = AdminClient(conf)
         return self._admin
 
     def broker_ids(self, timeout: float = 2.0) -> set[int]:
@@ -438,7 +469,8 @@ class KafkaCluster:
 
     def end_offsets(self, topic: str, timeout: float = 10.0) -> dict[int, int]:
         """partition -> offset after the last committed record (the LSO, read_committed)."""
-        specs = {TopicPartition(topic, p): OffsetSpec.latest() for p in self.partitions(topic)}  # type: ignore[no-untyped-call]
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        specs = {TopicPartition(topic, p): latest for p in self.partitions(topic)}
         futures = self.admin().list_offsets(
             specs, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout
         )
@@ -459,16 +491,15 @@ class KafkaCluster:
         records arrived (more may follow later; they are not waited for) and fails if fewer arrive in time.
         """
         ends = self.end_offsets(topic)
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"harness-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "logger": _client_log,
-            }
-        )
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": f"harness-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "logger": _client_log,
+        }
+        consumer = Consumer(conf)
         assignment = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends]
         consumer.assign(assignment)
         records: list[Record] = []
@@ -537,7 +568,7 @@ def _record(msg: Any) -> Record:
     )
 
 
-def kcat_consume(bootstrap: str, topic: str, timeout: float = 60.0) -> list[dict[str, object]]:
+def kcat_consume(bootstrap: str, topic: str, timeout: float = 60.0) -> list[dict[str, Any]]:
     """Every record of `topic` as kcat (Debian, librdkafka) prints it with -J: one dict per record with
     topic, partition, offset, key, payload, headers (a flat [name, value, ...] list) and ts."""
     argv = ["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-J", "-q"]
@@ -550,13 +581,17 @@ def kcat_consume(bootstrap: str, topic: str, timeout: float = 60.0) -> list[dict
 # -- fixtures ----------------------------------------------------------------------------------------
 
 
-def _start_cluster(tmp_path_factory: pytest.TempPathFactory, size: int) -> KafkaCluster:
-    cluster = KafkaCluster(tmp_path_factory.mktemp(f"kafka{size}"), size)
+def _start_cluster(
+    tmp_path_factory: pytest.TempPathFactory, size: int, jvm_options: Sequence[str] = ()
+) -> KafkaCluster:
+    cluster = KafkaCluster(tmp_path_factory.mktemp(f"kafka{size}"), size, jvm_options=jvm_options)
     try:
         return cluster.start()
     except KafkaStartError as exc:
-        cluster.stop()
-        pytest.fail(f"Apache Kafka ({size} node(s)) did not start: {exc}", pytrace=False)
+        failure = str(exc)
+    cluster.stop()
+    # Outside the except block, so the report is this message rather than a chained traceback.
+    pytest.fail(f"Apache Kafka ({size} node(s)) did not start: {failure}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -570,14 +605,20 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
 @pytest.fixture(scope="session")
 def kafka3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     """Three combined nodes, replication factor 3 and min ISR 2 by default, for failover tests."""
-    cluster = _start_cluster(tmp_path_factory, 3)
+    # C1 only: three JVMs warming up on two cores start in ~6.5 s instead of ~10 s. Failover tests move
+    # little data; throughput benchmarks belong on `kafka`, which keeps the full JIT.
+    cluster = _start_cluster(tmp_path_factory, 3, jvm_options=["-XX:TieredStopAtLevel=1"])
     yield cluster
     cluster.stop()
 
 
 @pytest.fixture(autouse=True)
-def _heal_kafka_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
+def _heal_kafka_around_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Give each test that uses a shared cluster a whole one. Nodes a test killed are restarted when the
+    next test asks for the cluster, not after the test: a session that never uses it again pays nothing."""
     clusters = [request.getfixturevalue(name) for name in ("kafka", "kafka3") if name in request.fixturenames]
-    yield
     for cluster in clusters:
         cluster.heal()
+    yield
+    for cluster in clusters:
+        cluster.wan.restore()

@@ -187,6 +187,9 @@ class TcpProxy:
 
     async def _cut(self, mode: CutMode) -> None:
         assert self._flowing is not None
+        # Let connections the loop has accepted but not yet begun to serve register first: they were open
+        # before the cut.
+        await asyncio.sleep(0)
         self._mode = mode
         self._flowing.clear()
         if mode is CutMode.REFUSE and self._server is not None:
@@ -226,6 +229,11 @@ class TcpProxy:
         self._connections.add(conn)
         self._accepted += 1
         try:
+            if self._mode is CutMode.REFUSE:
+                # Not listening, so this one was accepted before the cut: it is an open connection.
+                self._reset += 1
+                conn.reset()
+                return
             await self._flowing.wait()
             if conn.dead:
                 return
@@ -262,11 +270,12 @@ class TcpProxy:
                 if conn.dead:
                     return
                 dst.write(data)
-                await dst.drain()
+                # Counted before the drain: once the peer has the bytes, the counter already shows them.
                 if upstream:
                     self._up += len(data)
                 else:
                     self._down += len(data)
+                await dst.drain()
         except (ConnectionError, OSError):
             # One side broke: break the other too, as a router between them would.
             conn.reset()

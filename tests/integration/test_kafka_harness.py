@@ -106,6 +106,7 @@ def test_proxy_reset_cut_breaks_open_connections_and_holds_new_ones_until_restor
 def test_proxy_refuse_cut_stops_listening_and_restore_reopens_the_same_port(echo_proxy: TcpProxy) -> None:
     port = echo_proxy.port
     old = _connect(echo_proxy)
+    assert _echo(old, b"before") == b"before"
     echo_proxy.cut(CutMode.REFUSE)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -176,7 +177,7 @@ def test_idempotent_zstd_records_with_headers_read_back_by_consumer_and_kcat(kaf
     n = 300
     for i in range(n):
         value = json.dumps({"seq": i, "sensor": f"s{i % 7}", "reading": [i] * 20}).encode()
-        headers = [("seq", str(i).encode()), ("source", b"harness")]
+        headers: list[tuple[str, str | bytes | None]] = [("seq", str(i).encode()), ("source", b"harness")]
         producer.produce(
             topic, key=f"s{i % 7}".encode(), value=value, headers=headers, on_delivery=deliveries
         )
@@ -186,7 +187,7 @@ def test_idempotent_zstd_records_with_headers_read_back_by_consumer_and_kcat(kaf
     records = kafka.consume_all(topic)
     assert len(records) == n
     assert sum(kafka.end_offsets(topic).values()) == n
-    by_seq = {int(dict(r.headers)["seq"]): r for r in records}
+    by_seq = {int(r.header("seq") or b""): r for r in records}
     assert sorted(by_seq) == list(range(n))
     for seq, record in by_seq.items():
         assert record.key == f"s{seq % 7}".encode()
@@ -195,7 +196,7 @@ def test_idempotent_zstd_records_with_headers_read_back_by_consumer_and_kcat(kaf
     for partition in kafka.partitions(topic):
         in_partition = [r for r in records if r.partition == partition]
         assert [r.offset for r in in_partition] == list(range(len(in_partition)))
-        seqs = [int(dict(r.headers)["seq"]) for r in in_partition]
+        seqs = [int(r.header("seq") or b"") for r in in_partition]
         assert seqs == sorted(seqs), "one key's records keep their produce order"
 
     # The broker stored what the producer compressed: every batch on disk is zstd (codec 4).
@@ -329,3 +330,20 @@ def test_idempotent_producer_loses_and_duplicates_nothing_when_the_leader_is_kil
         timeout=60,
         what=f"node {leader} back in the ISR of {topic}",
     )
+
+
+@pytest.mark.kafka
+def test_every_broker_of_three_is_reached_only_through_its_wan_proxy(kafka3: KafkaCluster) -> None:
+    topic = kafka3.new_topic("wan3", partitions=3)
+    assert {kafka3.leader_of(topic, p) for p in range(3)} == {1, 2, 3}, "partitions spread over all nodes"
+    producer = Producer({"bootstrap.servers": kafka3.wan_bootstrap, "acks": "all"})
+    brokers = producer.list_topics(timeout=10).brokers
+    assert {b.id: b.port for b in brokers.values()} == {
+        n: node.proxy.port for n, node in kafka3.nodes.items()
+    }
+    before = {n: node.proxy.statistics().bytes_upstream for n, node in kafka3.nodes.items()}
+    for p in range(3):
+        producer.produce(topic, value=b"x" * 1000, partition=p)
+    assert producer.flush(30) == 0
+    after = {n: node.proxy.statistics().bytes_upstream for n, node in kafka3.nodes.items()}
+    assert all(after[n] - before[n] >= 1000 for n in after), "each leader got its record through its proxy"
