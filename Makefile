@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE ?= $(HOME)/.cache/edgestream
 PYTEST_ARGS ?=
 
-.PHONY: all demo test bench lint typecheck system venv unit clean help
+.PHONY: all demo test bench lint typecheck system venv unit kafka clean help
 
 help:
 	@echo "make demo   - install what is needed and run the demo gateway (simulated sensors, no hardware)"
@@ -33,16 +33,20 @@ lint: venv
 
 typecheck: lint
 
-test: system venv lint
+# Apache Kafka jars from Maven Central, cached in ~/.cache/edgestream (the tests start real KRaft brokers).
+kafka: system
+	@bash tests/kafka/fetch-kafka.sh >/dev/null
+
+test: system venv lint kafka
 	$(VENV)/bin/pytest $(PYTEST_ARGS) tests --ignore=tests/bench
 
 unit: venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS) tests/unit
 
-bench: system venv
+bench: system venv kafka
 	$(PY) tests/bench/run.py --write BENCHMARKS.md
 
-demo: system venv
+demo: system venv kafka
 	$(PY) examples/demo.py
 
 clean:

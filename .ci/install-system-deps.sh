@@ -13,6 +13,8 @@ declare -A wanted=(
   [socat]=socat
   [java]=openjdk-17-jre-headless
   [mvn]=maven
+  [openssl]=openssl
+  [npm]=npm
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..edge.clock import Clock, SystemClock
 from ..edge.source import Source
-from ..store import AsyncLog, Log, TopicConfig
+from ..store import AsyncLog, Log, RecordIn, TopicConfig
 from ..store.errors import StoreError
 from . import config as gwconfig
 from .config import GatewayConfig, SourceSpec
@@ -109,6 +109,7 @@ class Gateway:
         for spec in cfg.sources:
             if spec.enabled:
                 self._start_source(spec)
+        self.router.on_accepted = self._live_tail
         if cfg.http.enabled:
             from .api import start_http
 
@@ -169,6 +170,18 @@ class Gateway:
         source = create_source(spec, self.router, self.clock)
         task = asyncio.create_task(self._supervise(spec.name, source), name=f"source-{spec.name}")
         self._sources[spec.name] = _Running(spec, source, task, crashes)
+
+    def _live_tail(self, route: Route, record: RecordIn) -> None:
+        """Every accepted record goes to the MQTT listeners' live-tail subscribers (QoS 0, dropped for slow ones).
+
+        The MQTT topic is the one it came in on, else `edgestream/<topic>/<source>`."""
+        listeners = [r.source for r in self._sources.values() if r.spec.type == "mqtt_listener"]
+        if not listeners:
+            return
+        mqtt_topic = next((v.decode(errors="replace") for k, v in record.headers if k == "mqtt.topic"), None)
+        topic = mqtt_topic or f"edgestream/{route.topic}/{route.source}"
+        for listener in listeners:
+            listener.publish_local(topic, record.value)  # type: ignore[attr-defined]
 
     async def _supervise(self, name: str, source: Source) -> None:
         try:

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "tier": ("tier", "tier", "Parquet cold tier: run and status."),
     "query": ("query", "query", "Read-only SQL over hot and cold data."),
     "replay": ("replay", "replay", "Send a range of history to Kafka, a topic or a file."),
+    "hash-password": ("hash_password", "hash_password", "Hash a password for the MQTT listener's users."),
 }
 
 
