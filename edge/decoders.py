@@ -88,6 +88,33 @@ def decode_raw(payload: bytes) -> dict[str, Any]:
     return {}
 
 
+Validator = Callable[[bytes], None]
+
+
+def _validate_json(payload: bytes) -> None:
+    """Cheaper than decode_json on the ingest path: parse, check it is an object, no flattening."""
+    try:
+        obj = _json.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise DecodeError("bad_json", str(exc)) from None
+    if type(obj) is not dict:
+        raise DecodeError("not_an_object", f"JSON {type(obj).__name__}, expected an object")
+
+
+def validator_for(name: str, *, csv_columns: tuple[str, ...] = (), csv_delimiter: str = ",") -> Validator | None:
+    """What the router runs on every payload to count undecodable ones (None: nothing to check)."""
+    if name == "json":
+        return _validate_json
+    if name == "raw":
+        return None
+    decode = decoder_for(name, csv_columns=csv_columns, csv_delimiter=csv_delimiter)
+
+    def validate(payload: bytes) -> None:
+        decode(payload)
+
+    return validate
+
+
 def decoder_for(name: str, *, csv_columns: tuple[str, ...] = (), csv_delimiter: str = ",") -> Decoder:
     if name == "json":
         return decode_json

@@ -181,6 +181,8 @@ def gateway_demo(work: str, seconds: float) -> None:
 
 
 def demo_config(data: str, broker_port: int, listener_port: int, serial_dev: str, modbus_dev: str) -> dict:
+    from edgestream.edge.simulate.modbus import poller_units
+
     return {
         "gateway": {"id": "demo-gw", "data_dir": data, "shutdown_timeout_s": 20},
         "log": {"min_free_bytes": 64 << 20},
@@ -193,16 +195,14 @@ def demo_config(data: str, broker_port: int, listener_port: int, serial_dev: str
         "sources": [
             {"name": "plant-broker", "type": "mqtt_client", "topic": "telemetry", "key": "{topic_levels[1]}",
              "host": "127.0.0.1", "port": broker_port, "client_id": "edgestream-demo",
-             "topics": ["factory/#"]},
+             "topics": [{"filter": "factory/#"}]},
             {"name": "sensor-listener", "type": "mqtt_listener", "topic": "telemetry", "key": "{client_id}",
              "host": "127.0.0.1", "port": listener_port, "allow_anonymous": True},
-            {"name": "line-scale", "type": "serial", "topic": "serial", "port": serial_dev, "baudrate": 115200},
+            {"name": "line-scale", "type": "serial", "topic": "serial", "key": "{port}", "port": serial_dev,
+             "baudrate": 115200, "reply": "ACK {seq}\n"},
+            # A pty cannot do parity; a real RS-485 line would keep Modbus's default 8E1.
             {"name": "plc", "type": "modbus", "topic": "modbus", "key": "{unit}", "port": modbus_dev,
-             "poll_interval_s": 1.0, "units": [
-                 {"unit": 1, "registers": [{"name": "temperature", "address": 0, "type": "float32"},
-                                           {"name": "parts", "address": 2, "type": "uint32"}]},
-                 {"unit": 2, "registers": [{"name": "temperature", "address": 0, "type": "float32"}]},
-             ]},
+             "parity": "N", "baudrate": 115200, "poll_interval_s": 1.0, "units": poller_units([1, 2])},
         ],
     }
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..edge.decoders import Decoder, decoder_for
+from ..edge.decoders import Validator, validator_for
 from ..edge.errors import DecodeError, RecordRejectedError, SinkClosedError
 from ..edge.source import DeadLetter, Reading
 from ..store import AsyncLog, RecordIn
@@ -29,6 +29,72 @@ from .config import SourceSpec, TopicSpec
 
 _formatter = string.Formatter()
 
+KeyFunction = Callable[[Reading], "bytes | None"]
+
+
+def compile_key_template(template: str) -> KeyFunction | None:
+    """A function that renders `template` for a reading, or None for "no key".
+
+    The common shapes (`{sensor}`, `{topic_levels[2]}`, literal text around them) compile to plain lookups: this
+    runs for every message. Anything fancier (format specs, attributes) falls back to str.format. A reading that
+    lacks a named field gets no key (the router counts it).
+    """
+    if not template:
+        return None
+    parts: list[tuple[str, str, int | None]] = []  # (literal, field, level index)
+    simple = True
+    for literal, field, spec, conv in _formatter.parse(template):
+        if field is None:
+            parts.append((literal, "", None))
+            continue
+        if spec or conv:
+            simple = False
+            break
+        if field.startswith("topic_levels[") and field.endswith("]") and field[13:-1].isdigit():
+            parts.append((literal, "topic", int(field[13:-1])))
+        elif field.isidentifier():
+            parts.append((literal, field, None))
+        else:
+            simple = False
+            break
+    if not simple:
+        def slow(reading: Reading) -> bytes | None:
+            fields: dict[str, Any] = dict(reading.fields)
+            fields["source"] = reading.source
+            topic = fields.get("topic")
+            if topic is not None:
+                fields["topic_levels"] = str(topic).split("/")
+            try:
+                return _formatter.vformat(template, (), fields).encode()
+            except (KeyError, IndexError, AttributeError, ValueError):
+                return None
+
+        return slow
+
+    def fast(reading: Reading) -> bytes | None:
+        fields = reading.fields
+        out = []
+        for literal, field, level in parts:
+            out.append(literal)
+            if not field:
+                continue
+            if field == "source":
+                value = reading.source
+            else:
+                got = fields.get(field)
+                if got is None:
+                    return None
+                value = str(got)
+            if level is not None:
+                levels = value.split("/")
+                if level >= len(levels):
+                    return None
+                value = levels[level]
+            out.append(value)
+        return "".join(out).encode()
+
+    return fast
+
 
 @dataclass(frozen=True)
 class Route:
@@ -37,23 +103,14 @@ class Route:
     partitions: int
     rule: str  # key_hash | source | fixed:N
     key_template: str
-    decoder: Decoder
+    validate: Validator | None
     decoder_name: str
     dead_letter_topic: str
     fixed: int = 0
+    key_function: KeyFunction | None = None
 
     def key_for(self, reading: Reading) -> bytes | None:
-        if not self.key_template:
-            return None
-        fields: dict[str, Any] = dict(reading.fields)
-        fields["source"] = reading.source
-        topic = fields.get("topic")
-        if topic is not None:
-            fields["topic_levels"] = str(topic).split("/")
-        try:
-            return _formatter.vformat(self.key_template, (), fields).encode()
-        except (KeyError, IndexError, AttributeError, ValueError):
-            return None  # a reading without the fields the template names: no key (counted by the router)
+        return self.key_function(reading) if self.key_function is not None else None
 
     def partition_for(self, key: bytes | None) -> int:
         if self.rule == "key_hash":
@@ -87,10 +144,11 @@ def make_route(spec: SourceSpec, topic: TopicSpec) -> Route:
         partitions=topic.config.partitions,
         rule="fixed" if spec.partition.startswith("fixed:") else spec.partition,
         key_template=spec.key,
-        decoder=decoder_for(topic.decoder, csv_columns=topic.csv_columns, csv_delimiter=topic.csv_delimiter),
+        validate=validator_for(topic.decoder, csv_columns=topic.csv_columns, csv_delimiter=topic.csv_delimiter),
         decoder_name=topic.decoder,
         dead_letter_topic=topic.dead_letter_topic,
         fixed=fixed,
+        key_function=compile_key_template(spec.key),
     )
 
 
@@ -132,9 +190,9 @@ class Router:
         if key is None and route.key_template:
             self._key_misses[route.source] = self._key_misses.get(route.source, 0) + 1
         headers = reading.headers
-        if route.decoder_name != "raw":
+        if route.validate is not None:
             try:
-                route.decoder(reading.payload)
+                route.validate(reading.payload)
             except DecodeError as exc:
                 k = (route.topic, exc.reason)
                 self._decode_errors[k] = self._decode_errors.get(k, 0) + 1

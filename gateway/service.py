@@ -288,25 +288,39 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     def status_line(self) -> str:
+        """One line for `systemctl status` (STATUS=) and /readyz: what an operator checks first."""
         if self.log is None:
-            return "starting"
+            return "starting: recovering the log"
         st = self.log.statistics()
         records = sum(p.high_watermark for t in st.topics for p in t.partitions)
         running = sum(1 for r in self._sources.values() if not r.task.done())
         parts = [f"{records:,} records", f"{running}/{len(self._sources)} sources",
                  f"disk free {st.disk_free_bytes / 2**30:.1f} GiB"]
-        if any(p.blocked for t in st.topics for p in t.partitions):
+        partitions = [p for t in st.topics for p in t.partitions]
+        if any(p.broken for p in partitions):
+            parts.append("BROKEN: log write failed, restart")
+        if any(p.blocked for p in partitions):
             parts.append("BLOCKED: disk full")
+        dropped = sum(n for p in partitions for _, n in (*p.dropped, *p.rejected))
+        if dropped:
+            parts.append(f"{dropped:,} dropped")
         if self.mirror is not None and hasattr(self.mirror, "status_fragment"):
             parts.append(self.mirror.status_fragment())
         return ", ".join(parts)
 
     async def _status_loop(self, watchdog: float | None) -> None:
-        """WATCHDOG=1 from the event loop only while the log writer is alive; STATUS= every few seconds."""
+        """WATCHDOG=1 from the event loop, only while the log writer is alive; STATUS= when the summary changes.
+
+        The pings come from this task and nowhere else: if the loop stalls (a blocking call, a deadlock) they stop
+        and systemd restarts the service after WatchdogSec. The heartbeat measures how late each wake-up is."""
+        from .sdnotify import Heartbeat
+
         period = min(watchdog, 5.0) if watchdog else 5.0
+        self.heartbeat = Heartbeat(period, watchdog)
         last_status = 0.0
         while not self._stopping:
-            healthy = self.log is not None and self.log.writer is not None and self.log.writer._crashed is None
+            writer = self.log.writer if self.log is not None else None
+            healthy = writer is not None and writer._crashed is None
             if watchdog and healthy:
                 self.notifier.watchdog()
             now = time.monotonic()
@@ -317,6 +331,7 @@ class Gateway:
                     self._last_status = line
                 last_status = now
             await asyncio.sleep(period)
+            self.heartbeat.beat()
 
 
 async def run_gateway(config: GatewayConfig) -> int:

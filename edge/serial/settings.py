@@ -4,10 +4,12 @@ Byte strings in settings (terminator, start marker, reply templates) are text wh
 one byte (latin-1), so TOML escapes such as "\\r\\n" or "\\u0006" give the exact bytes; `sync` is hex
 ("aa55").
 
-Example (TOML, as part of the gateway config):
+Example (TOML, a source in the gateway config; name, type, topic, partition and key are the route's):
 
-    [sources.line3]
+    [[sources]]
+    name = "line3-gps"
     type = "serial"
+    topic = "serial"
     port = "/dev/ttyUSB0"
     baudrate = 115200
     reply = "ACK {seq}\\n"
@@ -126,7 +128,8 @@ def _check_template(template: str, key: str) -> None:
 class SerialSourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One serial line. `window` is how many frames may wait for durability before the source stops reading;
     `reply` is sent for each frame once it is durable (`{seq}` counts frames from 1, `{port}` is the port);
-    `nak` is sent for each frame that could not be framed (after its dead letter is durable)."""
+    `nak` is sent for each frame that could not be framed, once its dead letter is durable (`{seq}` there is
+    the last good frame's). Replies leave in stream order."""
 
     port: str
     baudrate: int = 9600
@@ -141,9 +144,9 @@ class SerialSourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     nak: str | None = None
     max_frame_bytes: int = 4096
     window: int = 256
-    reconnect_min: float = 0.5  # seconds; doubles per failed attempt, jittered, up to reconnect_max
-    reconnect_max: float = 30.0
-    drain_timeout: float = 5.0  # on stop: how long to wait for in-flight frames to become durable
+    backoff_min_s: float = 0.5  # seconds; doubles per failed attempt, jittered, up to backoff_max_s
+    backoff_max_s: float = 30.0
+    drain_timeout_s: float = 5.0  # on stop: how long to wait for in-flight frames to become durable
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -156,10 +159,10 @@ class SerialSourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
             raise ValueError("max_frame_bytes must be between 1 and 16 MiB")
         if self.window < 1:
             raise ValueError("window must be >= 1")
-        if not 0 < self.reconnect_min <= self.reconnect_max:
-            raise ValueError("need 0 < reconnect_min <= reconnect_max")
-        if self.drain_timeout < 0:
-            raise ValueError("drain_timeout must be >= 0")
+        if not 0 < self.backoff_min_s <= self.backoff_max_s:
+            raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
+        if self.drain_timeout_s < 0:
+            raise ValueError("drain_timeout_s must be >= 0")
         for key in ("reply", "nak"):
             template = getattr(self, key)
             if template is not None:

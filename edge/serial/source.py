@@ -53,7 +53,7 @@ class SerialSourceStatistics:
     rejected: int  # readings the sink refused for good (acked anyway)
     sink_errors: int  # submissions that failed otherwise (not acked)
     replies: int
-    replies_dropped: int  # due while the port was down
+    replies_dropped: int  # due while the port was down or the device was not taking replies
     reconnects: int  # successful reopens after a loss
     open_failures: int
     in_flight: int
@@ -79,6 +79,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._source._on_data(data)
+
+    def pause_writing(self) -> None:
+        # The device is not taking replies (flow control, or it stopped reading): drop them rather than let
+        # the transport's buffer grow with every frame.
+        self._source._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._source._write_paused = False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -108,7 +116,7 @@ class SerialSource:
         self._reply_fixed = (
             settings.render(settings.reply, seq=0) if settings.reply and "{" not in settings.reply else None
         )
-        self._nak = settings.render(settings.nak, seq=0) if settings.nak is not None else None
+        self._nak = settings.nak
         self._window = settings.window
         self._resume_at = settings.window // 2
 
@@ -117,6 +125,7 @@ class SerialSource:
         self._stop_requested = asyncio.Event()
         self._finished = asyncio.Event()
         self._transport: SerialTransport | None = None
+        self._write_paused = False
         self._running = False
 
         self._frames = 0
@@ -167,7 +176,7 @@ class SerialSource:
             self._finished.set()
 
     async def stop(self) -> None:
-        """Stop reading, wait (up to `drain_timeout`) for in-flight frames to become durable and be replied
+        """Stop reading, wait (up to `drain_timeout_s`) for in-flight frames to become durable and be replied
         to, close the port. Returns when `run` has returned."""
         self._stop_requested.set()
         if self._running:
@@ -182,7 +191,7 @@ class SerialSource:
                 transport = await self._opener.open(self.settings, conn)
             except SourceUnavailableError as exc:
                 self._open_failures += 1
-                delay = min(self.settings.reconnect_max, self.settings.reconnect_min * 2.0**attempt)
+                delay = min(self.settings.backoff_max_s, self.settings.backoff_min_s * 2.0**attempt)
                 delay *= 0.5 + self._rng.random() / 2  # jitter: many gateways must not retry in lockstep
                 attempt += 1
                 if attempt == 1:
@@ -191,6 +200,7 @@ class SerialSource:
                     return None
                 continue
             self._transport = transport
+            self._write_paused = False
             if self._paused:
                 transport.pause_reading()
             return conn
@@ -231,7 +241,7 @@ class SerialSource:
         if not self._pending:
             return
         done = asyncio.ensure_future(self._pending_empty())
-        timer = asyncio.ensure_future(self._clock.sleep(self.settings.drain_timeout))
+        timer = asyncio.ensure_future(self._clock.sleep(self.settings.drain_timeout_s))
         try:
             await asyncio.wait((done, timer, acker), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -288,7 +298,8 @@ class SerialSource:
                 self._errors[event.reason] = self._errors.get(event.reason, 0) + 1
                 self._dead_letters += 1
                 letter = DeadLetter(self.name, event.data, event.reason, now_ms, event.detail, self._fields)
-                pending.append(_Pending(_as_future(sink.dead_letter, letter), self._nak))
+                nak = self.settings.render(self._nak, seq=self._frames) if self._nak is not None else None
+                pending.append(_Pending(_as_future(sink.dead_letter, letter), nak))
         self._wake.set()
         if len(pending) >= self._window and not self._paused:
             self._pause()
@@ -344,7 +355,7 @@ class SerialSource:
 
     def _send_reply(self, data: bytes) -> None:
         transport = self._transport
-        if transport is None:
+        if transport is None or self._write_paused:
             self._replies_dropped += 1
             return
         transport.write(data)

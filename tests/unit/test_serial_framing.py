@@ -323,3 +323,26 @@ def test_encoders_refuse_what_they_cannot_frame() -> None:
         LineFraming(checksum=Checksum("crc32"))  # binary checksum on a text line
     with pytest.raises(ValueError):
         CobsFraming(checksum=Checksum("crc32", "hex"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"a", b"b", b"\r", b"\n", b"\r\n"]), max_size=60).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=10),
+)
+def test_line_framing_matches_a_whole_stream_reference_under_any_split(data: bytes, cuts: list[int]) -> None:
+    """Reference: split the whole stream at each CRLF; a chunk over max is overlong, an empty one is skipped; the
+    tail is overlong if it can no longer end in time, else truncated."""
+    max_len = 5
+    *chunks, tail = data.split(b"\r\n")
+    expected: list[tuple[str, bytes]] = []
+    for chunk in chunks:
+        if len(chunk) > max_len:
+            expected.append(("overlong", b""))
+        elif chunk:
+            expected.append(("frame", chunk))
+    if tail:
+        expected.append(("overlong", b"") if len(tail) - 1 > max_len else ("truncated", b""))
+    events = feed_all(LineFraming(b"\r\n", max_frame_bytes=max_len), split_at(data, cuts))
+    got = [("frame", e.payload) if isinstance(e, Frame) else (e.reason, b"") for e in events]
+    assert got == expected
