@@ -18,7 +18,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from tests.bench.common import BenchContext, Row, machine_line  # noqa: E402
+from tests.bench.common import BenchContext, Row, machine_line
 
 
 def fmt(v: float | None) -> str:
@@ -41,11 +41,12 @@ def render(rows: list[Row], failures: list[str], machine: str, elapsed: float) -
         "test suite.",
         "",
         f"- Machine: {machine}",
-        f"- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, took {elapsed / 60:.1f} min",
+        f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, took {elapsed / 60:.1f} min",
         "",
     ]
     for area in dict.fromkeys(r.area for r in rows):
-        out += [f"## {area}", "", "| figure | median (min..max) | baseline (same run) | ratio | target | met | command |",
+        out += [f"## {area}", "",
+                "| figure | median (min..max) | baseline (same run) | ratio | target | met | command |",
                 "|---|---|---|---|---|---|---|"]
         for r in rows:
             if r.area != area:

@@ -59,7 +59,7 @@ def test_sigkill_produce_loses_nothing_reported(tmp_path: os.PathLike[str]) -> N
         out: list[bytes] = []
         first = threading.Event()
 
-        def read(p: subprocess.Popen[bytes] = proc) -> None:
+        def read(p: subprocess.Popen[bytes] = proc, out: list[bytes] = out, first: threading.Event = first) -> None:
             assert p.stdout is not None
             while chunk := p.stdout.read1(65536):
                 out.append(chunk)
