@@ -31,7 +31,7 @@ def create_source(spec: SourceSpec, sink: Sink, clock: Clock) -> Source:
     if spec.type == "mqtt_listener":
         from ..edge.mqtt.listener import MqttListener
 
-        return MqttListener(_named(spec.settings, spec.name), sink, clock=clock)  # type: ignore[return-value]
+        return MqttListener(_named(spec.settings, spec.name), sink, clock=clock)
     if spec.type == "serial":
         mod = importlib.import_module("edgestream.edge.serial.source")
         src: Source = mod.SerialSource(spec.name, spec.settings, sink, clock=clock)

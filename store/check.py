@@ -157,8 +157,8 @@ def _check_partition(fs: FileSystem, directory: str, topic: str, index: int) -> 
         idx_path = os.path.join(directory, files.index_name(base))
         if fs.exists(idx_path):
             try:
-                index, summary = OffsetIndex.read(fs, idx_path)
-                bad = [r for r, p in zip(index.rel_offsets, index.positions, strict=True)
+                idx, summary = OffsetIndex.read(fs, idx_path)
+                bad = [r for r, p in zip(idx.rel_offsets, idx.positions, strict=True)
                        if frame_starts.get(base + r) != p]
                 if bad:
                     pc.bad_indexes.append(idx_path)

@@ -43,7 +43,7 @@ def run_cli(group: click.Group, argv: list[str]) -> Any:
     except BrokenPipeError:
         # `edgestream consume ... | head`: the reader went away; that is not an error.
         try:
-            sys.stdout = None  # type: ignore[assignment]
+            sys.stdout = None
         finally:
             raise SystemExit(0) from None
     except OSError as exc:

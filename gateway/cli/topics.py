@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ...store import TopicConfig
@@ -62,7 +64,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     """List topics with their size (works while the gateway runs)."""
     with open_log(ctx, readonly=True) as log:
         stats = {t.topic: t for t in log.statistics().topics}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for t in log.topics():
             s = stats[t.name]
             rows.append({"topic": t.name, "partitions": len(t.partitions), "records": s.records,
@@ -87,7 +89,7 @@ def describe(ctx: click.Context, name: str, as_json: bool) -> None:
 
     with open_log(ctx, readonly=True) as log:
         t = log.topic(name)
-        parts = []
+        parts: list[dict[str, Any]] = []
         for p in t.partitions:
             s = p.statistics()
             parts.append({"partition": p.index, "log_start": s.log_start, "end_offset": s.high_watermark,
