@@ -13,6 +13,7 @@ from collections.abc import Callable
 BytesLike = bytes | bytearray | memoryview
 Checksum = Callable[[BytesLike], int]
 
+_crc32c: Callable[..., int] | None
 try:  # pragma: no cover - depends on the platform's wheels
     from crc32c import crc32c as _crc32c
 
@@ -30,6 +31,29 @@ def crc32c(data: BytesLike) -> int:
     if _crc32c is None:
         raise RuntimeError("the crc32c package is not installed; this segment needs CRC-32C (pip install crc32c)")
     return int(_crc32c(data))
+
+
+Update = Callable[[BytesLike, int], int]
+
+
+def crc32_update(data: BytesLike, crc: int) -> int:
+    return zlib.crc32(data, crc) & 0xFFFFFFFF
+
+
+def crc32c_update(data: BytesLike, crc: int) -> int:
+    if _crc32c is None:
+        raise RuntimeError("the crc32c package is not installed; this segment needs CRC-32C (pip install crc32c)")
+    return int(_crc32c(data, crc))
+
+
+def updater(fn: Checksum) -> Update:
+    """The incremental form of a checksum function: checksum(a + b) == update(b, update(a, 0)). The C functions
+    themselves where they have that form (one call per piece of a frame body: no Python frame in between)."""
+    if fn is crc32c:
+        return _crc32c if _crc32c is not None else crc32c_update
+    if fn is crc32:
+        return zlib.crc32  # unsigned since Python 3
+    raise ValueError(f"no incremental form of {fn!r}")
 
 
 def for_flag(use_crc32c: bool) -> Checksum:

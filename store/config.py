@@ -107,12 +107,16 @@ class LogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
     min_free_bytes: int = 256 * MiB  # below this the topics' on_full policy applies
     max_pending_bytes: int = 64 * MiB  # appends waiting for the writer; beyond it appenders wait (backpressure)
     disk_check_interval_ms: int = 200  # statvfs is cheap but not free: check free space at most this often
-    block_timeout_ms: int | None = None  # synchronous appenders give up on a blocked topic after this long
+    # An append waiting on a blocked topic (on_full = block, no room) fails with DiskFullError after this long, and
+    # a synchronous appender waiting for room under max_pending_bytes gives up after it. None: wait for room.
+    block_timeout_ms: int | None = None
 
     def __post_init__(self) -> None:
         _check_range("min_free_bytes", self.min_free_bytes, 0, 2**62)
         _check_range("max_pending_bytes", self.max_pending_bytes, 64 * KiB, 4 * GiB)
         _check_range("disk_check_interval_ms", self.disk_check_interval_ms, 0, 60_000)
+        if self.block_timeout_ms is not None:
+            _check_range("block_timeout_ms", self.block_timeout_ms, 0, 24 * 3_600_000)
 
 
 def _check_range(key: str, value: int, low: int, high: int) -> None:

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from typing import Protocol
 
 BytesLike = bytes | bytearray | memoryview
+_IOV_MAX = 1024
 
 
 class FileHandle(Protocol):
     def write(self, data: BytesLike) -> None:
         """Append all of `data` at the end, or raise OSError (a partial write may have happened)."""
+
+    def writev(self, buffers: Sequence[BytesLike]) -> None:
+        """Append all of `buffers` in order (one gathered write where the OS has it), or raise OSError."""
 
     def pread(self, size: int, offset: int) -> bytes: ...
 
@@ -79,6 +84,15 @@ class OsFile:
             if n <= 0:  # pragma: no cover - os.write raises instead on every platform we run on
                 raise OSError(errno.EIO, "short write", self.path)
             view = view[n:]
+
+    def writev(self, buffers: Sequence[BytesLike]) -> None:
+        # IOV_MAX is 1024 on Linux; a short write (signal, nearly full disk) finishes through write().
+        for i in range(0, len(buffers), _IOV_MAX):
+            chunk = buffers[i : i + _IOV_MAX]
+            n = os.writev(self._fd, chunk)
+            total = sum(map(len, chunk))
+            if n < total:
+                self.write(memoryview(b"".join(chunk))[n:])
 
     def pread(self, size: int, offset: int) -> bytes:
         return os.pread(self._fd, size, offset)

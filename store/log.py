@@ -138,7 +138,7 @@ class Log:
                 continue
             if self.readonly:
                 config = Topic.read_config(fs, self.data_dir, name)
-                parts = [
+                parts: list[Partition] = [
                     open_readonly_partition(fs, files.partition_dir(self.data_dir, name, i), name, i, config,
                                             self.config)
                     for i in range(config.partitions)
@@ -327,6 +327,14 @@ class Log:
         timeout = self.config.block_timeout_ms / 1000 if self.config.block_timeout_ms is not None else None
         self.writer.submit(p, recs, info, fut, None, wait_for_room=True, timeout=timeout)
         return fut
+
+    def run_maintenance(self, *, scrub: bool = False, timeout: float | None = 30.0) -> bool:
+        """Run the writer's housekeeping now and wait for it: retention, rolls of segments past segment_ms, a fresh
+        free-space reading (blocked topics retry at once), one scrub step if `scrub`. The writer also does this
+        every `maintenance_ms`; this is for tests, tools and an operator's "apply retention now"."""
+        self._check_writable()
+        assert self.writer is not None
+        return self.writer.run_maintenance(scrub=scrub, timeout=timeout)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write and sync everything queued so far. False if some topic is blocked on a full disk."""

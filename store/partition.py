@@ -19,15 +19,13 @@ import logging
 import os
 import threading
 import time
-from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import retention
 from .config import Durability, LogConfig, TopicConfig
-from .errors import CorruptFrameError, LogBrokenError, OffsetOutOfRangeError
+from .errors import CorruptFrameError, CorruptSegmentError, LogBrokenError
 from .frame import (
-    FRAME_HEADER_SIZE,
     MAX_RECORDS_PER_FRAME,
     RECORD_HEADER_SIZE,
     BatchInfo,
@@ -35,16 +33,15 @@ from .frame import (
     FrameHeader,
     Record,
     RecordIn,
-    build_frame,
     decode_body,
     parse_header,
-    record_size,
-    ts_fits,
     ts_range_fits,
 )
+from .framebuilder import FrameBuilder
 from .fs import FileSystem
+from .reads import PartitionReads
 from .recovery import RecoveryReport, recover
-from .segment import SEGMENT_HEADER_SIZE, BodyReader, Segment, SegmentHeader
+from .segment import SEGMENT_HEADER_SIZE, Segment, SegmentHeader
 from .state import PartitionState
 from .stats import FsyncHistogram, PartitionStatistics
 
@@ -73,7 +70,7 @@ class _Counters:
     blocked_cycles: int = 0
 
 
-class Partition:
+class Partition(PartitionReads):
     def __init__(
         self,
         fs: FileSystem,
@@ -105,7 +102,9 @@ class Partition:
         self.high_watermark = segments[-1].next_offset
         self.durable_offset = self.high_watermark
         self.last_sync_mono = 0.0
-        self.dirty = False  # bytes written since the last fdatasync of the active segment
+        # Held by the writer while it changes what is written (append, roll, undo) and by whoever syncs while it
+        # picks the segment and the offset an fdatasync will cover: the syncer thread runs beside the writer.
+        self._write_lock = threading.RLock()
         self.broken: BaseException | None = None
         self.blocked = False  # the writer holds appends back (on_full = block and no room)
         self.dropped: dict[str, int] = {}
@@ -231,10 +230,10 @@ class Partition:
             old.sealed = False
             raise
         new.index.interval_bytes = self.config.index_interval_bytes
-        self.dirty = False
-        self.durable_offset = old.next_offset
-        with self._lock:
-            self.segments = [*self.segments, new]
+        with self._write_lock:
+            self.durable_offset = max(self.durable_offset, old.next_offset)
+            with self._lock:
+                self.segments = [*self.segments, new]
         self.counters.rolls += 1
         try:
             self._w_write_state(recovery_point=new.base_offset)
@@ -263,8 +262,7 @@ class Partition:
         bases: list[int] = []
         next_offset = self.active.next_offset
         first_offset = next_offset
-        out = _FrameBuilder(self, now_ms)
-        undo = (self.active, self.active.size, self.active.next_offset)
+        out = FrameBuilder(self, now_ms)
         accepted = 0
         try:
             for records, info in batches:
@@ -283,61 +281,74 @@ class Partition:
                     or n > MAX_RECORDS_PER_FRAME
                     or not ts_range_fits(info.ts_lo, info.ts_hi, records[0][0])
                 ):
-                    for rec in records:  # bigger than a frame: split it record by record
-                        out.add_one(rec)
+                    out.add_split(records)  # bigger than a frame
                     continue
                 if not out.cur_n and out.needs_roll(min(info.nbytes, frame_bytes), n):
                     out.roll()
-                    undo = (self.active, self.active.size, self.active.next_offset)
                 out.add(records, info.nbytes)
             out.close_frame()
             out.flush()
         except OSError:
-            self._w_undo(*undo)
+            self._w_undo(*out.undo)
             raise
         self.counters.appended_records += next_offset - first_offset
         self.counters.appended_bytes += accepted
         return bases
 
-    def _w_append(self, data: bytes, headers: list[FrameHeader]) -> None:
-        self.active.append_frames(data, headers)
-        self.dirty = True
+    @property
+    def dirty(self) -> bool:
+        """Records are written that no fdatasync covers yet."""
+        return self.segments[-1].next_offset > self.durable_offset
+
+    def _w_append(self, buffers: list[bytes], nbytes: int, headers: list[FrameHeader]) -> None:
+        with self._write_lock:
+            self.active.append_frames(buffers, headers)
         self.counters.frames += len(headers)
-        self.counters.stored_bytes += len(data)
+        self.counters.stored_bytes += nbytes
 
     def _w_undo(self, seg: Segment, size: int, next_offset: int) -> None:
         """A write failed part-way (ENOSPC, EIO): cut the file back so no half frame is left behind."""
         try:
-            if seg.size != size or seg.writable().size() != size:
-                seg.truncate(size, next_offset)
+            with self._write_lock:
+                if seg.size != size or seg.writable().size() != size:
+                    seg.truncate(size, next_offset)
         except OSError as exc:
             self.broken = exc
 
-    def _w_sync(self, mono_now: float) -> float:
-        """fdatasync the active segment if it has unsynced bytes. Returns the seconds it took (0 if none)."""
-        if not self.dirty:
-            return 0.0
+    def _w_sync(self, mono_now: float) -> int:
+        """fdatasync what is written, if anything is not yet covered. Returns the offset below which every record
+        is durable. The writer calls it for `interval` topics, the syncer thread for `fsync` ones, while the writer
+        goes on writing: the segment and the offset it covers are picked under the write lock (records of
+        segments sealed before were synced by their roll). A failed fdatasync breaks the partition and raises."""
+        self._w_check_broken()
+        with self._write_lock:
+            seg = self.active
+            target = seg.next_offset
+            if target <= self.durable_offset:
+                return self.durable_offset
         t0 = time.perf_counter()
         try:
-            self.active.sync()
+            seg.sync()
         except OSError as exc:
             # After a failed fsync the page cache state is unknown (fsyncgate): never retry, never ack again.
             self.broken = exc
             raise
         elapsed = time.perf_counter() - t0
-        self.dirty = False
-        self.counters.fsyncs += 1
-        self.counters.synced_records += self.active.next_offset - self.durable_offset
-        self.durable_offset = self.active.next_offset
-        self.last_sync_mono = mono_now
+        with self._write_lock:
+            self.counters.fsyncs += 1
+            self.counters.synced_records += max(0, target - self.durable_offset)
+            self.durable_offset = max(self.durable_offset, target)
+            self.last_sync_mono = mono_now
         self.fsync_histogram.observe(elapsed)
-        return elapsed
+        return target
 
     def _w_publish(self, offset: int) -> None:
         """Advance the high watermark (acknowledged end) and wake readers."""
-        if offset > self.high_watermark:
+        with self._lock:
+            if offset <= self.high_watermark:
+                return
             self.high_watermark = offset
-            self._notify()
+        self._notify()
 
     def _w_retention(self, now_ms: int, free_bytes_needed: int = 0) -> int:
         """Apply retention (and drop_oldest when room is needed). Returns bytes freed."""
@@ -392,6 +403,7 @@ class Partition:
         seg = sealed[self._scrub_cursor % len(sealed)]
         self._scrub_cursor += 1
         try:
+            SegmentHeader.decode(seg.path, seg.handle().pread(SEGMENT_HEADER_SIZE, 0))
             expect = seg.base_offset
             for h, body in seg.frames(SEGMENT_HEADER_SIZE, seg.size):
                 if h.base_offset != expect:
@@ -402,7 +414,7 @@ class Partition:
                 raise FrameError("short_segment", f"frames end at offset {expect}, expected {seg.next_offset}")
             self.counters.scrubbed_segments += 1
             return None
-        except (CorruptFrameError, FrameError, OSError) as exc:
+        except (CorruptFrameError, CorruptSegmentError, FrameError, OSError) as exc:
             return self._w_quarantine(seg, f"scrub: {exc}")
 
     def _w_quarantine(self, seg: Segment, reason: str) -> str:
@@ -429,118 +441,6 @@ class Partition:
             self._w_write_state(clean=True)
         for seg in self.segments:
             seg.close()
-
-    # -- reading (any thread) ------------------------------------------------------------------------------------
-
-    def _snapshot(self) -> tuple[list[Segment], int, list[tuple[int, int]]]:
-        with self._lock:
-            return self.segments, self.high_watermark, self.gaps
-
-    def read(
-        self,
-        offset: int,
-        *,
-        max_records: int = 1000,
-        max_bytes: int = 1 << 20,
-        upto: int | None = None,
-    ) -> list[Record]:
-        """Acknowledged records from `offset` on. Empty when `offset` is the high watermark.
-
-        Raises OffsetOutOfRangeError below the log start or above the high watermark, CorruptFrameError at a frame
-        that fails its checks (the scrub quarantines its segment). Offsets lost to a quarantined segment are
-        skipped (the gap is in the partition's statistics).
-        """
-        for attempt in range(3):
-            try:
-                return self._read(offset, max_records, max_bytes, upto)
-            except FileNotFoundError:
-                if attempt == 2:  # retention keeps deleting under us: report the new start
-                    raise OffsetOutOfRangeError(self.topic, self.index, offset, self.state.log_start,
-                                                self.high_watermark) from None
-        raise AssertionError("unreachable")
-
-    def _read(self, offset: int, max_records: int, max_bytes: int, upto: int | None) -> list[Record]:
-        segments, hw, gaps = self._snapshot()
-        limit = hw if upto is None else min(hw, upto)
-        if offset < self.state.log_start or offset > hw:
-            raise OffsetOutOfRangeError(self.topic, self.index, offset, self.state.log_start, hw)
-        out: list[Record] = []
-        nbytes = 0
-        for raw_len, recs in self._iter_from(segments, gaps, offset, limit):
-            room = max_records - len(out)
-            if len(recs) > room:
-                recs = recs[:room]
-            out.extend(recs)
-            nbytes += raw_len
-            if len(out) >= max_records or nbytes >= max_bytes:
-                break
-        return out
-
-    def _decoded(self, seg: Segment, pos: int, h: FrameHeader, body: BodyReader) -> list[Record]:
-        """The records of the frame at `pos`. The last frame decoded is kept: a reader asking for fewer records
-        than a frame holds comes back for the rest of it. Only frames below the high watermark are ever decoded,
-        and those never change."""
-        cached = self._frame_cache
-        if cached is not None and cached[0] is seg and cached[1] == pos:
-            return cached[2]
-        try:
-            recs = decode_body(h, body(pos, h), self.topic, self.index)
-        except FrameError as exc:
-            raise CorruptFrameError(seg.path, pos, exc.reason) from exc
-        self._frame_cache = (seg, pos, recs)
-        return recs
-
-    def _iter_from(
-        self, segments: list[Segment], gaps: list[tuple[int, int]], offset: int, limit: int
-    ) -> Iterator[tuple[int, list[Record]]]:
-        """(body bytes, records) per frame, from `offset` up to `limit`."""
-        for a, b in gaps:
-            if a <= offset < b:
-                offset = b
-        if offset >= limit:
-            return
-        bases = [s.base_offset for s in segments]
-        i = max(0, bisect_right(bases, offset) - 1)
-        for seg in segments[i:]:
-            if seg.base_offset >= limit:
-                return
-            if seg.next_offset <= offset and seg is not segments[-1]:
-                continue
-            start = seg.index.lookup(offset, SEGMENT_HEADER_SIZE)
-            for pos, h, body in seg.walk(start, seg.size):
-                if h.next_offset <= offset:
-                    continue
-                if h.base_offset >= limit:
-                    return
-                recs = self._decoded(seg, pos, h, body)
-                lo = offset - h.base_offset if offset > h.base_offset else 0
-                hi = limit - h.base_offset
-                if lo or hi < len(recs):
-                    recs = recs[lo:hi]
-                yield h.raw_len, recs
-                if h.next_offset >= limit:
-                    return
-
-    def offset_for_time(self, ts_ms: int) -> int:
-        """The first acknowledged offset whose timestamp is >= ts_ms, or the high watermark if there is none."""
-        segments, hw, gaps = self._snapshot()
-        for seg in segments:
-            if seg.max_ts < ts_ms and seg is not segments[-1]:
-                continue
-            if seg.empty:
-                continue
-            start = seg.index.lookup_time(ts_ms, SEGMENT_HEADER_SIZE)
-            for pos, h, body in seg.walk(start, seg.size):
-                if h.base_offset >= hw:
-                    return hw
-                if h.max_ts < ts_ms or h.next_offset <= self.state.log_start:
-                    continue
-                for r in self._decoded(seg, pos, h, body):
-                    if r.offset >= hw:
-                        return hw
-                    if r.timestamp_ms >= ts_ms and r.offset >= self.state.log_start:
-                        return r.offset
-        return hw
 
     def statistics(self) -> PartitionStatistics:
         segments, hw, gaps = self._snapshot()
@@ -591,72 +491,3 @@ def _first_ts(segments: list[Segment]) -> int | None:
         return h.first_ts
     return None
 
-
-class _FrameBuilder:
-    """The frames of one `_w_write` call: groups records into frames, frames into one write per segment, and rolls
-    the segment when the next frame would not fit in it."""
-
-    __slots__ = ("cur", "cur_bytes", "cur_n", "first_ts", "headers", "next_base", "now_ms", "p", "pending",
-                 "pending_bytes")
-
-    def __init__(self, p: Partition, now_ms: int) -> None:
-        self.p = p
-        self.now_ms = now_ms
-        self.cur: list[RecordIn] = []
-        self.cur_bytes = 0
-        self.cur_n = 0
-        self.first_ts = 0
-        self.next_base = p.active.next_offset
-        self.pending: list[bytes] = []
-        self.headers: list[FrameHeader] = []
-        self.pending_bytes = 0
-
-    def add(self, records: Sequence[RecordIn], nbytes: int) -> None:
-        if not self.cur_n:
-            self.first_ts = records[0][0]
-        self.cur.extend(records)
-        self.cur_n += len(records)
-        self.cur_bytes += nbytes
-
-    def add_one(self, rec: RecordIn) -> None:
-        size = record_size(rec)
-        if self.cur_n and (
-            self.cur_bytes + size > self.p.config.frame_bytes
-            or self.cur_n >= MAX_RECORDS_PER_FRAME
-            or not ts_fits(rec.timestamp_ms, self.first_ts)
-        ):
-            self.close_frame()
-        if not self.cur_n and self.needs_roll(size, 1):
-            self.roll()
-        self.add((rec,), size)
-
-    def needs_roll(self, incoming: int, records: int) -> bool:
-        return self.p._w_needs_roll(self.pending_bytes + incoming + FRAME_HEADER_SIZE, records + self.pending_n(),
-                                    self.now_ms)
-
-    def pending_n(self) -> int:
-        return sum(h.record_count for h in self.headers)
-
-    def roll(self) -> None:
-        self.flush()
-        self.p._w_roll(self.now_ms)
-
-    def close_frame(self) -> None:
-        if not self.cur_n:
-            return
-        p = self.p
-        cfg = p.config
-        frame, header = build_frame(self.cur, base_offset=self.next_base, epoch=p.state.epoch, codec=cfg.codec_id,
-                                    level=cfg.compression_level, checksum=p.active.checksum)
-        self.pending.append(frame)
-        self.headers.append(header)
-        self.pending_bytes += len(frame)
-        self.next_base += self.cur_n
-        self.cur = []
-        self.cur_n = 0
-        self.cur_bytes = 0
-
-    def flush(self) -> None:
-        if self.pending:
-            self.p._w_append(b"".join(self.pending), self.headers)
-            self.pending, self.headers, self.pending_bytes = [], [], 0

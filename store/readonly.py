@@ -7,6 +7,8 @@ checked scan that stops at the first frame that is not (yet) valid: a torn or ha
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from . import files
 from .config import LogConfig, TopicConfig
 from .errors import CorruptSegmentError, CorruptStateError
@@ -65,7 +67,7 @@ def open_readonly_partition(
     if state is None:
         state = PartitionState(segments[0].header.log_id, segments[-1].max_epoch, segments[0].base_offset,
                                segments[0].base_offset, False)
-    gaps = [(a.next_offset, b.base_offset) for a, b in zip(segments, segments[1:], strict=False)
+    gaps = [(a.next_offset, b.base_offset) for a, b in pairwise(segments)
             if a.next_offset < b.base_offset]
     p = ReadonlyPartition(fs, directory, topic, index, config, log_config, state, segments, report, gaps,
                           segments[-1].header.use_crc32c)

@@ -13,9 +13,10 @@
    quarantined and the offsets it held become a gap that readers skip; later segments stay. Sealed segments below
    the recovery point (or all of them after a clean stop) are trusted: their `.idx` is loaded, or rebuilt by a
    header-only scan. The others are scanned with body checksums.
-6. The last (active) segment is scanned with body checksums unless the stop was clean and its `.idx` covers it.
-   At the first bad frame it is truncated there: a torn tail is the end of the log, and what is cut off is reported
-   (bytes, and the records whose frame headers were still readable).
+6. The last (active) segment is always scanned with body checksums (it is at most `segment_bytes`: bounded work,
+   and bit rot in it is caught even after a clean stop). At the first bad frame it is truncated there: a torn tail
+   is the end of the log, and what is cut off is reported (bytes, and the records whose frame headers were still
+   readable).
 7. After an unclean stop the epoch becomes max(state epoch, every header's and frame's epoch) + 1, so an offset
    that recovery had to give out again never carries the same identity (log id, epoch, offset) twice. A brand-new
    partition starts at epoch 0 and counts no bump.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from . import files
 from .durable import TMP_SUFFIX
@@ -175,7 +177,7 @@ def recover(
                 report.quarantined.append(_quarantine_segment(seg, problem))
                 lost_bases.append(seg.base_offset)
                 continue
-        elif not (clean and seg.load_index()):
+        else:
             file_size = fs.file_size(seg.path)
             result = seg.scan(verify_bodies=True)
             report.scanned_bytes += file_size
@@ -206,7 +208,7 @@ def recover(
     active.sealed = False
     active.sync()  # 8.
     log_start = max(log_start, kept[0].base_offset)
-    gaps = [(a.next_offset, b.base_offset) for a, b in zip(kept, kept[1:], strict=False)
+    gaps = [(a.next_offset, b.base_offset) for a, b in pairwise(kept)
             if a.next_offset < b.base_offset and b.base_offset > log_start]
     new_state = PartitionState(log_id, epoch, log_start, max(log_start, active.base_offset), False)
     new_state.write(fs, state_path)

@@ -57,7 +57,9 @@ def plan(
         if reason is not None and not protected:
             out.append(Deletion(seg.base_offset, seg.next_offset, seg.size, reason, 0))
         elif freed < free_bytes_needed:
-            unread = seg.next_offset - max(seg.base_offset, protect_from) if protected and protect_from is not None else 0
+            unread = 0
+            if protected and protect_from is not None:
+                unread = seg.next_offset - max(seg.base_offset, protect_from)
             out.append(Deletion(seg.base_offset, seg.next_offset, seg.size, "drop_oldest", unread))
         else:
             break  # oldest first: stop at the first segment that stays

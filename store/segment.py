@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from . import files
 from .checksum import Checksum, crc32, for_flag
-from .errors import CorruptFrameError, CorruptSegmentError
+from .errors import CorruptFrameError, CorruptSegmentError, CorruptStateError
 from .frame import FRAME_HEADER_SIZE, FrameError, FrameHeader, check_body, parse_header
 from .fs import FileHandle, FileSystem
 from .index import TS_MIN, IndexSummary, OffsetIndex
@@ -201,7 +201,7 @@ class Segment:
         """Use the `.idx` if it is intact and covers exactly this file. False means: scan instead."""
         try:
             index, summary = OffsetIndex.read(self.fs, self.index_path)
-        except (OSError, ValueError):
+        except (OSError, ValueError, CorruptStateError):
             return False
         if summary.base_offset != self.base_offset or summary.covered_bytes != self.size:
             return False
@@ -262,9 +262,10 @@ class Segment:
 
     # -- writing (partition writer only) -------------------------------------------------------------------------
 
-    def append_frames(self, data: bytes, frames: list[FrameHeader]) -> None:
-        """Write already-encoded frames (one write) and index them. On OSError the caller truncates back."""
-        self.writable().write(data)
+    def append_frames(self, buffers: list[bytes], frames: list[FrameHeader]) -> None:
+        """Write already-encoded frames (one gathered write) and index them. On OSError the caller truncates
+        back."""
+        self.writable().writev(buffers)
         pos = self.size
         for h in frames:
             self.index.maybe_add(h.base_offset, pos, self.max_ts)

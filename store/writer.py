@@ -1,4 +1,4 @@
-"""GroupCommitWriter: the one thread that writes and syncs every partition of a log.
+"""GroupCommitWriter: the one thread that writes every partition of a log (with its syncer, store.syncer).
 
 Appends queue per partition; producers get a future. Many appends share one write() and one fdatasync, which
 is how the log acknowledges only durable records and still runs near the disk's speed (one fsync per record
@@ -6,16 +6,21 @@ caps out near 2,300 records/s on the build machine; 1,000 records per fsync reac
 
 The commit cycle (`_cycle`), per round:
   1. Wait until some partition is ready: its pending bytes reach `frame_bytes`, or its oldest append has waited
-     `linger_ms`, or a flush or close was asked for. Take every ready queue as it is.
-  2. For each partition, check room: free disk above `min_free_bytes`, the partition under its cap
+     `linger_ms`, or a flush or close was asked for. Take every ready queue (up to `_ROUND_BYTES` of each).
+  2. For each partition, check room (store.room): free disk above `min_free_bytes`, the partition under its cap
      (retention_bytes + one segment). Without room apply `on_full`: `block` puts the appends back (the producers
-     keep waiting, so sources stop reading), `reject_new` fails them with DiskFullError, `drop_oldest` deletes the
-     oldest sealed segments, counting their unread records, and writes.
-  3. Encode frames and write them, one write() per segment touched (store.partition._w_write). A failed write is
-     cut back off the file; ENOSPC is treated as "no room", any other I/O error breaks the partition.
-  4. `fsync` topics: one fdatasync per dirty partition, then the high watermark moves and every append's future
-     resolves at once. `interval`/`os` topics resolve right after the write; `interval` ones are synced when
-     their interval has passed.
+     keep waiting, so sources stop reading; appends older than `block_timeout_ms` fail with DiskFullError; the
+     partition retries every `disk_check_interval_ms`, at least 50 ms apart, or right after housekeeping), so a
+     blocked writer sleeps instead of spinning; `reject_new` fails them with DiskFullError; `drop_oldest` deletes
+     the oldest sealed segments, counting their unread records, and writes. Appends count against
+     `max_pending_bytes` until they are resolved, so a blocked round cannot let producers queue without bound.
+  3. Encode frames and write them, one gathered write (writev) per segment touched (store.partition._w_write). A
+     failed write is cut back off the file; ENOSPC is treated as "no room", any other I/O error breaks the
+     partition.
+  4. `fsync` topics: the round goes to the syncer thread, which does one fdatasync per partition covering it
+     (and whatever was written since), then moves the high watermark and resolves every append's future at
+     once, while this thread encodes the next round. `interval`/`os` topics resolve right after the write;
+     `interval` ones are synced here when their interval has passed.
   5. Housekeeping at most every `maintenance_ms`: retention, rolling idle segments past `segment_ms`, scrubbing
      one sealed segment, refreshing the free-space reading.
 Futures of asyncio callers are resolved with one `call_soon_threadsafe` per event loop per round.
@@ -24,57 +29,27 @@ Futures of asyncio callers are resolved with one `call_soon_threadsafe` per even
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import errno
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from .appends import AnyFuture, Append, Queue, Result, call_threadsafe, deliver, set_none
 from .config import LogConfig
 from .errors import DiskFullError, LogBrokenError, LogClosedError, StoreError
 from .frame import BatchInfo, RecordIn
 from .partition import Partition
+from .room import DiskRoom
 from .stats import WriterStatistics
+from .syncer import Syncer
 
 log = logging.getLogger("edgestream.store.writer")
 
-AnyFuture = concurrent.futures.Future[int] | asyncio.Future[int]
-
-
-class _Append:
-    __slots__ = ("enqueued", "future", "info", "loop", "nbytes", "records")
-
-    def __init__(
-        self,
-        records: list[RecordIn],
-        info: BatchInfo,
-        future: AnyFuture,
-        loop: asyncio.AbstractEventLoop | None,
-        enqueued: float,
-    ) -> None:
-        self.records = records
-        self.info = info
-        self.nbytes = info.nbytes
-        self.future = future
-        self.loop = loop
-        self.enqueued = enqueued
-
-
-@dataclass(slots=True)
-class _Queue:
-    appends: deque[_Append]
-    nbytes: int = 0
-    records: int = 0
-
-
-Result = tuple[_Append, int | BaseException]
-
-# A blocked partition retries at most this often even when free space is checked more often: each retry is a
-# statvfs and maybe a retention pass, and a full disk does not empty in microseconds.
-_MIN_BLOCKED_RETRY_S = 0.05
+# At most this much of one partition's queue per round (measured: 4 MiB rounds let encoding overlap the fdatasync
+# of the round before; one huge round leaves the disk idle while it is encoded, and the CPU idle while it syncs).
+_ROUND_BYTES = 4 << 20
 
 
 class GroupCommitWriter:
@@ -93,11 +68,10 @@ class GroupCommitWriter:
         self.config = config
         self._wall_ms = wall_ms
         self._mono = monotonic
-        self._free_bytes_fn = free_bytes
         self._maintenance_s = maintenance_ms / 1000
         self._scrub_interval_s = scrub_interval_ms / 1000 if scrub_interval_ms > 0 else None
         self._cond = threading.Condition()
-        self._queues: dict[Partition, _Queue] = {}
+        self._queues: dict[Partition, Queue] = {}
         self._partitions: list[Partition] = []
         self._pending_bytes = 0
         self._pending_records = 0
@@ -105,8 +79,7 @@ class GroupCommitWriter:
         self._closing = False
         self._flush_waiters = 0
         self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._free = self._free_bytes_fn()
-        self._free_checked = self._mono()
+        self._disk = DiskRoom(data_dir, config, free_bytes, monotonic)
         self._last_maintenance = self._mono()
         self._last_scrub = self._mono()
         self._cycles = 0
@@ -115,10 +88,11 @@ class GroupCommitWriter:
         self._waiting_appenders = 0
         self._crashed: BaseException | None = None
         self._stopped = False
-        self._retry_at: dict[Partition, float] = {}
+        self._taken: list[tuple[Partition, list[Append]]] = []  # in flight: failed too if the writer crashes
         self._maintenance_asked = 0
         self._maintenance_done = 0
         self._scrub_asked = False
+        self._syncer = Syncer(self._synced, monotonic, self._syncer_crashed)
         self._thread = threading.Thread(target=self._run, name="edgestream-writer", daemon=True)
         self._thread.start()
 
@@ -133,7 +107,7 @@ class GroupCommitWriter:
             self._partitions = [p for p in self._partitions if p is not partition]
             q = self._queues.pop(partition, None)
         if q:
-            self._deliver([(a, LogClosedError(f"{partition.topic} was deleted")) for a in q.appends])
+            deliver([(a, LogClosedError(f"{partition.topic} was deleted")) for a in q.appends])
 
     def has_room(self) -> bool:
         return self._pending_bytes < self.config.max_pending_bytes
@@ -168,11 +142,11 @@ class GroupCommitWriter:
                 if self._closing:
                     raise LogClosedError("the log is closing")
                 if not ok:
-                    raise DiskFullError(self.data_dir, self._free, nbytes, policy="block")
+                    raise DiskFullError(self.data_dir, self._disk.free, nbytes, policy="block")
             q = self._queues.get(partition)
             if q is None:
-                q = self._queues[partition] = _Queue(deque())
-            q.appends.append(_Append(records, info, future, loop, self._mono()))
+                q = self._queues[partition] = Queue(deque())
+            q.appends.append(Append(records, info, future, loop, self._mono()))
             q.nbytes += nbytes
             q.records += len(records)
             self._pending_bytes += nbytes
@@ -226,8 +200,9 @@ class GroupCommitWriter:
             waiters, self._room_waiters = self._room_waiters, []
             self._cond.notify_all()
         for loop, fut in waiters:  # they find the log closing and raise LogClosedError
-            _call_threadsafe(loop, _set_none, fut)
+            call_threadsafe(loop, set_none, fut)
         self._thread.join(timeout)
+        self._syncer.close(timeout)
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
@@ -241,7 +216,7 @@ class GroupCommitWriter:
 
     @property
     def free_bytes(self) -> int:
-        return self._free
+        return self._disk.free
 
     # -- the writer thread ------------------------------------------------------------------------------------------
 
@@ -254,9 +229,11 @@ class GroupCommitWriter:
             with self._cond:
                 self._crashed = exc
                 queues, self._queues = self._queues, {}
+                taken, self._taken = self._taken, []
                 self._cond.notify_all()
             err = LogBrokenError(f"the log writer crashed: {exc!r}; restart edgestream")
-            self._deliver([(a, err) for q in queues.values() for a in q.appends])
+            deliver([(a, err) for q in queues.values() for a in q.appends])
+            deliver([(a, err) for _, appends in taken for a in appends])
         finally:
             with self._cond:
                 self._stopped = True
@@ -271,7 +248,7 @@ class GroupCommitWriter:
             if not q.appends:
                 continue
             if p.blocked and not self._closing:
-                due = self._retry_at.get(p, 0.0) - now
+                due = self._disk.retry_at.get(p, 0.0) - now
                 if due > 0:
                     wait = due if wait is None else min(wait, due)
                     continue
@@ -308,23 +285,20 @@ class GroupCommitWriter:
                 wait = min(maint_due, sync_due) if wait is None else min(wait, maint_due, sync_due)
                 self._cond.notify_all()  # flush() waiters may be satisfied (everything left is blocked)
                 self._cond.wait(max(wait, 0.0005))
-            taken: list[tuple[Partition, list[_Append]]] = []
+            taken: list[tuple[Partition, list[Append]]] = []
             for p in ready:
-                q = self._queues.pop(p)
-                taken.append((p, list(q.appends)))
-                self._pending_bytes -= q.nbytes
-                self._pending_records -= q.records
-                self._in_flight += len(q.appends)
+                appends = self._take_locked(p)
+                taken.append((p, appends))
+                self._in_flight += len(appends)
             closing = self._closing
+            self._taken = taken
             asked = self._maintenance_asked
             scrub_asked, self._scrub_asked = self._scrub_asked, False
-            room_waiters = self._wake_room_waiters_locked()
             self._cond.notify_all()
-        for loop, fut in room_waiters:
-            _call_threadsafe(loop, _set_none, fut)
         self._cycles += 1
         if taken:
             self._commit(taken, closing)
+        self._taken = []
         self._housekeeping(force=asked > self._maintenance_done, scrub=scrub_asked)
         if asked > self._maintenance_done:
             with self._cond:
@@ -332,72 +306,42 @@ class GroupCommitWriter:
                 self._cond.notify_all()
         return True
 
+    def _take_locked(self, p: Partition) -> list[Append]:
+        """The appends of one round for `p`: all that is queued, or about `_ROUND_BYTES` of it. Bounded rounds keep
+        the pipeline moving: the syncer syncs one round while the writer encodes the next."""
+        q = self._queues[p]
+        if q.nbytes <= _ROUND_BYTES:
+            del self._queues[p]
+            return list(q.appends)
+        out: list[Append] = []
+        nbytes = 0
+        while q.appends and nbytes < _ROUND_BYTES:
+            a = q.appends.popleft()
+            out.append(a)
+            nbytes += a.nbytes
+            q.records -= len(a.records)
+        q.nbytes -= nbytes
+        if not q.appends:
+            del self._queues[p]
+        return out
+
     def _wake_room_waiters_locked(self) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
         if self._pending_bytes < self.config.max_pending_bytes and self._room_waiters:
             waiters, self._room_waiters = self._room_waiters, []
             return waiters
         return []
 
-    def _refresh_free(self, force: bool = False) -> int:
-        now = self._mono()
-        if force or now - self._free_checked >= self.config.disk_check_interval_ms / 1000:
-            self._free = self._free_bytes_fn()
-            self._free_checked = now
-        return self._free
-
-    def _room(self, p: Partition, needed: int, now_ms: int) -> str | None:
-        """None if `needed` bytes fit; else why not: "disk" (free space under min_free_bytes) or "cap" (the
-        partition over retention_bytes + one segment, and retention cannot delete: a required cursor lags)."""
-        if self._refresh_free() - needed < self.config.min_free_bytes:
-            self._refresh_free(force=True)
-            if self._free - needed < self.config.min_free_bytes:
-                return "disk"
-        cap = p.config.retention_bytes
-        if cap is not None and p.size_bytes() + needed > cap + p.config.segment_bytes:
-            p._w_retention(now_ms)
-            if p.size_bytes() + needed > cap + p.config.segment_bytes:
-                return "cap"
-        return None
-
-    def _make_room(self, p: Partition, needed: int, why: str, now_ms: int) -> bool:
-        """drop_oldest: delete this partition's oldest segments until `needed` fits. True if it now does."""
-        for _ in range(4):
-            if why == "disk":
-                shortfall = self.config.min_free_bytes + needed - self._free
-            else:
-                assert p.config.retention_bytes is not None
-                shortfall = p.size_bytes() + needed - (p.config.retention_bytes + p.config.segment_bytes)
-            if shortfall <= 0:
-                return True
-            if len(p.segments) == 1 and not p.active.empty:
-                p._w_roll(now_ms)  # only sealed segments can go: seal the active one
-            freed = p._w_retention(now_ms, free_bytes_needed=shortfall)
-            self._refresh_free(force=True)
-            new_why = self._room(p, needed, now_ms)
-            if new_why is None:
-                return True
-            if freed == 0:
-                return False
-            why = new_why
-        return False
-
-    def _block(self, p: Partition) -> None:
-        p.blocked = True
-        p.counters.blocked_cycles += 1
-        retry = max(self.config.disk_check_interval_ms / 1000, _MIN_BLOCKED_RETRY_S)
-        self._retry_at[p] = self._mono() + retry
-
-    def _commit(self, taken: list[tuple[Partition, list[_Append]]], closing: bool) -> None:
+    def _commit(self, taken: list[tuple[Partition, list[Append]]], closing: bool) -> None:
         """Steps 2-4 of the commit cycle (module docstring) for the appends taken this round."""
         now_ms = self._wall_ms()
         results: list[Result] = []
-        after_sync: list[tuple[Partition, list[tuple[_Append, int]]]] = []
-        requeue: list[tuple[Partition, list[_Append]]] = []
+        to_sync: list[tuple[Partition, list[tuple[Append, int]]]] = []
+        requeue: list[tuple[Partition, list[Append]]] = []
         for p, appends in taken:
             try:
                 done = self._write_partition(p, appends, closing, now_ms, results, requeue)
             except OSError as exc:  # retention or a roll failed outside the write itself
-                self._refresh_free(force=True)
+                self._disk.refresh(force=True)
                 p.broken = p.broken or exc
                 err = LogBrokenError(f"{p.topic}/{p.index} failed: {exc}; restart edgestream")
                 results.extend((a, err) for a in appends)
@@ -407,51 +351,49 @@ class GroupCommitWriter:
             self._commits += 1
             self._committed_records += sum(len(a.records) for a, _ in done)
             if p.durability.acks_after_sync:
-                after_sync.append((p, done))
+                to_sync.append((p, done))
             else:
                 p._w_publish(p.end_offset)
                 results.extend(done)
-                interval = p.durability.interval_ms / 1000
-                if p.durability.kind == "interval" and self._mono() - p.last_sync_mono >= interval:
+                if p.durability.kind == "interval" and _sync_due(p, self._mono()) <= 0:
                     self._sync_quietly(p)
         if results:
-            self._deliver(results)
-            results = []
-        mono = self._mono()
-        for p, done in after_sync:
-            try:
-                p._w_sync(mono)
-            except OSError as exc:
-                err = LogBrokenError(f"fdatasync of {p.topic}/{p.index} failed: {exc}; restart edgestream")
-                results.extend((a, err) for a, _ in done)
-                continue
-            p._w_publish(p.end_offset)
-            results.extend(done)
-        if results:
-            self._deliver(results)
+            deliver(results)
+        if to_sync:
+            self._syncer.submit(to_sync)  # step 4 runs on the syncer thread while this one goes on
+        handed = {id(a) for _, done in to_sync for a, _ in done}
         with self._cond:
-            self._in_flight -= sum(len(a) for _, a in taken)
+            # Taken appends count as pending until they are resolved (the syncer settles the ones it was handed):
+            # a blocked round that is put back must not let producers queue another max_pending_bytes behind it.
+            for _, appends in taken:
+                settled = [a for a in appends if id(a) not in handed]
+                self._in_flight -= len(settled)
+                self._pending_bytes -= sum(a.nbytes for a in settled)
+                self._pending_records -= sum(len(a.records) for a in settled)
             for p, appends in requeue:
                 q = self._queues.get(p)
                 if q is None:
-                    q = self._queues[p] = _Queue(deque())
+                    q = self._queues[p] = Queue(deque())
                 q.appends.extendleft(reversed(appends))
                 n = sum(a.nbytes for a in appends)
                 q.nbytes += n
                 q.records += sum(len(a.records) for a in appends)
                 self._pending_bytes += n
                 self._pending_records += sum(len(a.records) for a in appends)
+            room_waiters = self._wake_room_waiters_locked()
             self._cond.notify_all()
+        for loop, fut in room_waiters:
+            call_threadsafe(loop, set_none, fut)
 
     def _write_partition(
         self,
         p: Partition,
-        appends: list[_Append],
+        appends: list[Append],
         closing: bool,
         now_ms: int,
         results: list[Result],
-        requeue: list[tuple[Partition, list[_Append]]],
-    ) -> list[tuple[_Append, int]] | None:
+        requeue: list[tuple[Partition, list[Append]]],
+    ) -> list[tuple[Append, int]] | None:
         """Room check, on_full policy and the write for one partition. Returns (append, base offset) pairs written,
         or None when the appends were failed (into `results`) or put back (into `requeue`)."""
         if p.broken is not None:
@@ -460,14 +402,14 @@ class GroupCommitWriter:
             results.extend((a, err) for a in appends)
             return None
         needed = sum(a.nbytes for a in appends) + 48 * len(appends)
-        why = self._room(p, needed, now_ms)
-        if why is not None and p.config.on_full == "drop_oldest" and self._make_room(p, needed, why, now_ms):
+        why = self._disk.check(p, needed, now_ms)
+        if why is not None and p.config.on_full == "drop_oldest" and self._disk.make_room(p, needed, why, now_ms):
             why = None
         if why is None:
             try:
                 bases = p._w_write([(a.records, a.info) for a in appends], now_ms)
             except OSError as exc:
-                self._refresh_free(force=True)
+                self._disk.refresh(force=True)
                 if exc.errno != errno.ENOSPC or p.broken is not None:
                     p.broken = p.broken or exc
                     err = LogBrokenError(f"write to {p.topic}/{p.index} failed: {exc}; restart edgestream")
@@ -476,32 +418,64 @@ class GroupCommitWriter:
                 why = "disk"  # the file system ran out before our free-space reading said so
             else:
                 p.blocked = False
-                self._retry_at.pop(p, None)
+                self._disk.retry_at.pop(p, None)
+                self._disk.spent(needed)
                 return list(zip(appends, bases, strict=True))
         if p.config.on_full == "block" and not closing:
-            self._block(p)
-            requeue.append((p, appends))
+            timeout = self.config.block_timeout_ms
+            if timeout is not None:  # appends that waited longer than block_timeout_ms give up
+                cutoff = self._mono() - timeout / 1000
+                expired = [a for a in appends if a.enqueued <= cutoff]
+                if expired:
+                    err = DiskFullError(self.data_dir, self._disk.free, needed, policy="block")
+                    p.rejected["block_timeout"] = p.rejected.get("block_timeout", 0) + sum(
+                        len(a.records) for a in expired)
+                    results.extend((a, err) for a in expired)
+                    appends = [a for a in appends if a.enqueued > cutoff]
+            if appends:
+                self._disk.block(p, appends[0].enqueued)
+                requeue.append((p, appends))
             return None
         if closing and p.config.on_full == "block":
             reason, err = "closing", LogClosedError("the log closed while the disk was full; nothing was written")
         else:
             reason = "full" if p.config.on_full == "reject_new" else "no_room"
-            err = DiskFullError(self.data_dir, self._free, needed, policy=p.config.on_full)
+            err = DiskFullError(self.data_dir, self._disk.free, needed, policy=p.config.on_full)
         p.rejected[reason] = p.rejected.get(reason, 0) + sum(len(a.records) for a in appends)
         results.extend((a, err) for a in appends)
         return None
 
+    def _synced(self, p: Partition, done: list[tuple[Append, int]], error: BaseException | None) -> None:
+        """The syncer finished a partition's rounds (syncer thread): resolve them and settle the accounting."""
+        if error is None:
+            deliver(list(done))
+        else:
+            deliver([(a, error) for a, _ in done])
+        with self._cond:
+            self._in_flight -= len(done)
+            self._pending_bytes -= sum(a.nbytes for a, _ in done)
+            self._pending_records -= sum(len(a.records) for a, _ in done)
+            room_waiters = self._wake_room_waiters_locked()
+            self._cond.notify_all()
+        for loop, fut in room_waiters:
+            call_threadsafe(loop, set_none, fut)
+
+    def _syncer_crashed(self, exc: BaseException) -> None:
+        with self._cond:
+            self._crashed = self._crashed or exc
+            self._cond.notify_all()
+
     def _sync_quietly(self, p: Partition) -> None:
         try:
             p._w_sync(self._mono())
-        except OSError:
+        except (OSError, StoreError):
             log.error("fdatasync of %s/%d failed; the partition refuses further writes", p.topic, p.index)
 
     def _interval_sync_due(self, now: float) -> float:
         due = float("inf")
         for p in self._partitions:
             if p.durability.kind == "interval" and p.dirty and p.broken is None:
-                due = min(due, p.last_sync_mono + p.durability.interval_ms / 1000 - now)
+                due = min(due, _sync_due(p, now))
         return due
 
     def _housekeeping(self, *, force: bool = False, scrub: bool = False) -> None:
@@ -509,19 +483,18 @@ class GroupCommitWriter:
         idle segments, the free-space reading, and one scrub step every `scrub_interval_ms`."""
         now = self._mono()
         for p in self._partitions:
-            if p.durability.kind == "interval" and p.dirty and p.broken is None and (
-                now - p.last_sync_mono >= p.durability.interval_ms / 1000
-            ):
+            if p.durability.kind == "interval" and p.dirty and p.broken is None and _sync_due(p, now) <= 0:
                 self._sync_quietly(p)
         if not force and now - self._last_maintenance < self._maintenance_s:
             return
         self._last_maintenance = now
-        self._refresh_free(force=True)
+        self._disk.refresh(force=True)
         now_ms = self._wall_ms()
         if self._scrub_interval_s is not None and now - self._last_scrub >= self._scrub_interval_s:
             scrub = True
         if scrub:
             self._last_scrub = now
+        self._disk.retry_at.clear()  # fresh free-space reading, retention done: blocked partitions try again now
         for p in self._partitions:
             if p.broken is not None:
                 continue
@@ -532,54 +505,17 @@ class GroupCommitWriter:
                         busy = p in self._queues
                     if not busy:
                         p._w_roll(now_ms)
-                p._w_retention(now_ms)
+                if p._w_retention(now_ms) and p.blocked:
+                    self._disk.retry_at.pop(p, None)  # room was made: a blocked partition may write again now
                 if scrub:
                     p._w_scrub_one()
             except OSError as exc:
                 log.error("housekeeping of %s/%d failed: %s", p.topic, p.index, exc)
 
-    # -- completion ---------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _deliver(results: list[Result]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[Result]] = {}
-        for a, res in results:
-            if a.loop is None:
-                fut = a.future
-                assert isinstance(fut, concurrent.futures.Future)
-                if fut.done():
-                    continue
-                if isinstance(res, BaseException):
-                    fut.set_exception(res)
-                else:
-                    fut.set_result(res)
-            else:
-                by_loop.setdefault(a.loop, []).append((a, res))
-        for loop, items in by_loop.items():
-            _call_threadsafe(loop, _resolve_async, items)
-
-
-def _call_threadsafe(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], arg: object) -> None:
-    try:
-        loop.call_soon_threadsafe(fn, arg)
-    except RuntimeError:  # the loop is closed: nobody is waiting any more
-        pass
-
-
-def _set_none(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _resolve_async(items: list[Result]) -> None:
-    for a, res in items:
-        fut = a.future
-        if fut.done():
-            continue
-        if isinstance(res, BaseException):
-            fut.set_exception(res)
-        else:
-            fut.set_result(res)
+def _sync_due(p: Partition, now: float) -> float:
+    """Seconds until an `interval` partition must be synced (<= 0: now). The microsecond of slack keeps float
+    rounding of clock readings from postponing a sync by a whole round."""
+    return p.last_sync_mono + p.durability.interval_ms / 1000 - now - 1e-6
 
 
 def monotonic() -> float:
