@@ -23,11 +23,16 @@ from ..edge.decoders import Validator, validator_for
 from ..edge.errors import DecodeError, RecordRejectedError, SinkClosedError
 from ..edge.source import DeadLetter, Reading
 from ..store import AsyncLog, RecordIn
-from ..store.errors import DiskFullError, LogBrokenError, LogClosedError, RecordTooLargeError, StoreError
+from ..store.errors import DiskFullError, LogBrokenError, LogClosedError
 from ..store.topic import partition_for_key
 from .config import SourceSpec, TopicSpec
 
 _formatter = string.Formatter()
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # a failed dead letter is counted where it failed; do not log "never retrieved"
 
 KeyFunction = Callable[[Reading], "bytes | None"]
 
@@ -108,6 +113,7 @@ class Route:
     dead_letter_topic: str
     fixed: int = 0
     key_function: KeyFunction | None = None
+    max_record_bytes: int = 1 << 20
 
     def key_for(self, reading: Reading) -> bytes | None:
         return self.key_function(reading) if self.key_function is not None else None
@@ -118,6 +124,27 @@ class Route:
         if self.rule == "source":
             return zlib.crc32(self.source.encode()) % self.partitions
         return self.fixed
+
+
+class _Batch:
+    """Readings staged for one partition during one loop turn."""
+
+    __slots__ = ("counters", "futures", "records", "routes", "sizes")
+
+    def __init__(self) -> None:
+        self.records: list[RecordIn] = []
+        self.futures: list[asyncio.Future[None]] = []
+        self.counters: list[tuple[str, str]] = []
+        self.sizes: list[int] = []
+        self.routes: list[Route] = []
+
+    def add(self, record: RecordIn, fut: asyncio.Future[None], counter: tuple[str, str], size: int,
+            route: Route) -> None:
+        self.records.append(record)
+        self.futures.append(fut)
+        self.counters.append(counter)
+        self.sizes.append(size)
+        self.routes.append(route)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +176,7 @@ def make_route(spec: SourceSpec, topic: TopicSpec) -> Route:
         dead_letter_topic=topic.dead_letter_topic,
         fixed=fixed,
         key_function=compile_key_template(spec.key),
+        max_record_bytes=topic.config.max_record_bytes,
     )
 
 
@@ -163,7 +191,9 @@ class Router:
         self._dead_letters: dict[tuple[str, str], int] = {}
         self._rejected: dict[tuple[str, str], int] = {}
         self._key_misses: dict[str, int] = {}
-        self._in_flight = 0
+        # Readings of one loop turn, per (topic, partition), appended together by `_flush` (see `submit`).
+        self._staged: dict[tuple[str, int], _Batch] = {}
+        self._flush_scheduled = False
         # Called with (route, record) for each acknowledged record: the MQTT listener's live tails.
         self.on_accepted: Callable[[Route, RecordIn], None] | None = None
 
@@ -198,45 +228,68 @@ class Router:
                 self._decode_errors[k] = self._decode_errors.get(k, 0) + 1
                 headers = (*headers, ("decode_error", exc.reason.encode()))
         record = RecordIn(reading.timestamp_ms, key, reading.payload, headers)
-        partition = route.partition_for(key)
-        try:
-            fut = self.alog.append_batch_nowait(route.topic, partition, [record])
-        except RecordTooLargeError as exc:
-            self._reject(route.source, "too_large")
-            letter = DeadLetter(reading.source, reading.payload, "too_large", reading.timestamp_ms,
-                                detail=str(exc), fields=reading.fields)
-            dl = asyncio.ensure_future(self._store_dead_letter(route, letter))
-            dl.add_done_callback(lambda _f: None)
-            result.set_exception(RecordRejectedError("too_large", str(exc)))
-            return result
-        except (LogClosedError, LogBrokenError) as exc:
-            result.set_exception(SinkClosedError(str(exc)))
-            return result
-        self._in_flight += 1
         nbytes = len(reading.payload)
-
-        def done(f: asyncio.Future[int]) -> None:
-            self._in_flight -= 1
-            if result.done():
-                return
-            exc = f.exception()
-            if exc is None:
-                k = (route.source, route.topic)
-                self._records_in[k] = self._records_in.get(k, 0) + 1
-                self._bytes_in[k] = self._bytes_in.get(k, 0) + nbytes
-                if self.on_accepted is not None:
-                    self.on_accepted(route, record)
-                result.set_result(None)
-            elif isinstance(exc, DiskFullError):
-                self._reject(route.source, "full")
-                result.set_exception(RecordRejectedError("full", str(exc)))
-            elif isinstance(exc, StoreError) and not exc.retriable and not isinstance(exc, LogClosedError):
-                result.set_exception(SinkClosedError(str(exc)))
-            else:
-                result.set_exception(SinkClosedError(str(exc)))
-
-        fut.add_done_callback(done)
+        if nbytes + (len(key) if key is not None else 0) > route.max_record_bytes:
+            self._reject(route.source, "too_large")
+            detail = f"record of {nbytes} bytes is over the limit of {route.max_record_bytes} (max_record_bytes)"
+            letter = DeadLetter(reading.source, reading.payload, "too_large", reading.timestamp_ms,
+                                detail=detail, fields=reading.fields)
+            dl = asyncio.ensure_future(self._store_dead_letter(route, letter))
+            dl.add_done_callback(_consume_exception)
+            result.set_exception(RecordRejectedError("too_large", detail))
+            return result
+        # Stage it: every reading of this loop turn bound for one partition becomes one append (one queue entry
+        # for the writer, one future resolved by the log), in submission order. Sources that hand over one
+        # message at a time (MQTT, serial) then cost the log per batch, not per message.
+        slot = (route.topic, route.partition_for(key))
+        batch = self._staged.get(slot)
+        if batch is None:
+            batch = self._staged[slot] = _Batch()
+        batch.add(record, result, (route.source, route.topic), nbytes, route)
+        counter = (route.source, route.topic)
+        # Counted when handed over, taken back in `_fail` if the log refuses the batch.
+        self._records_in[counter] = self._records_in.get(counter, 0) + 1
+        self._bytes_in[counter] = self._bytes_in.get(counter, 0) + nbytes
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return result
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        staged, self._staged = self._staged, {}
+        for (topic, partition), batch in staged.items():
+            try:
+                fut = self.alog.append_batch_nowait(topic, partition, batch.records)
+            except (LogClosedError, LogBrokenError) as exc:
+                self._fail(batch, exc)
+                continue
+            fut.add_done_callback(lambda f, b=batch: self._settle(b, f))
+
+    def _settle(self, batch: _Batch, fut: asyncio.Future[Any]) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            self._fail(batch, exc or SinkClosedError("cancelled"))
+            return
+        for f in batch.futures:
+            if not f.done():
+                f.set_result(None)
+        if self.on_accepted is not None:
+            for record, route in zip(batch.records, batch.routes, strict=True):
+                self.on_accepted(route, record)
+
+    def _fail(self, batch: _Batch, exc: BaseException) -> None:
+        """The log refused a batch: map the error to what sources understand, and take the counts back."""
+        for f, counter, nbytes in zip(batch.futures, batch.counters, batch.sizes, strict=True):
+            self._records_in[counter] -= 1
+            self._bytes_in[counter] -= nbytes
+            if isinstance(exc, DiskFullError):
+                self._reject(counter[0], "full")
+                err: BaseException = RecordRejectedError("full", str(exc))
+            else:
+                err = SinkClosedError(str(exc))
+            if not f.done():
+                f.set_exception(err)
 
     def dead_letter(self, letter: DeadLetter) -> Awaitable[None]:
         route = self.routes.get(letter.source)
@@ -283,5 +336,5 @@ class Router:
             dead_letters=tuple((t, r, n) for (t, r), n in sorted(self._dead_letters.items())),
             rejected=tuple((s, r, n) for (s, r), n in sorted(self._rejected.items())),
             key_template_misses=tuple(sorted(self._key_misses.items())),
-            in_flight=self._in_flight,
+            in_flight=self.alog.log.writer.statistics().pending_records if self.alog.log.writer else 0,
         )

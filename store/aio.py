@@ -9,7 +9,8 @@ the sources. Reads run in a worker thread: a page that is not cached is an SD ca
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import LogClosedError
 from .frame import RecordIn
@@ -35,14 +36,25 @@ class AsyncLog:
         ts = self.log.wall_ms() if timestamp_ms is None else timestamp_ms
         return await self.append_batch(topic, partition, [RecordIn(ts, key, value, headers)])
 
-    def append_batch_nowait(self, topic: str, partition: int, records: Sequence[RecordIn]) -> asyncio.Future[int]:
-        """Queue now (no waiting for room) and return the future: lets a caller keep its own order of acks."""
+    def append_batch_nowait(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[RecordIn],
+        *,
+        future: asyncio.Future[Any] | None = None,
+        on_error: Callable[[BaseException], BaseException] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue now (no waiting for room) and return the future: lets a caller keep its own order of acks.
+
+        `future`: resolve this one (with the base offset) instead of a new one; `on_error` turns a store error
+        into what that future should raise (called on the loop). Both spare a hot caller a second future."""
         self.log._check_writable()
         p, recs, info = self.log._prepare(topic, partition, records)
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[int] = loop.create_future()
+        fut: asyncio.Future[Any] = future if future is not None else loop.create_future()
         assert self.log.writer is not None
-        self.log.writer.submit(p, recs, info, fut, loop, wait_for_room=False)
+        self.log.writer.submit(p, recs, info, fut, loop, wait_for_room=False, on_error=on_error)
         return fut
 
     async def wait_for_room(self) -> None:

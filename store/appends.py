@@ -19,8 +19,11 @@ from .frame import BatchInfo, RecordIn
 AnyFuture = concurrent.futures.Future[int] | asyncio.Future[int]
 
 
+ErrorMapper = Callable[[BaseException], BaseException]
+
+
 class Append:
-    __slots__ = ("enqueued", "future", "info", "loop", "nbytes", "records")
+    __slots__ = ("enqueued", "future", "info", "loop", "nbytes", "on_error", "records")
 
     def __init__(
         self,
@@ -29,6 +32,7 @@ class Append:
         future: AnyFuture,
         loop: asyncio.AbstractEventLoop | None,
         enqueued: float,
+        on_error: ErrorMapper | None = None,
     ) -> None:
         self.records = records
         self.info = info
@@ -36,6 +40,9 @@ class Append:
         self.future = future
         self.loop = loop
         self.enqueued = enqueued
+        # Asyncio callers may turn a store error into their own (run on their loop) instead of chaining a second
+        # future and callback per record: the gateway's router does, once per MQTT message.
+        self.on_error = on_error
 
 
 @dataclass(slots=True)
@@ -85,6 +92,6 @@ def _resolve_async(items: list[Result]) -> None:
         if fut.done():
             continue
         if isinstance(res, BaseException):
-            fut.set_exception(res)
+            fut.set_exception(a.on_error(res) if a.on_error is not None else res)
         else:
             fut.set_result(res)

@@ -172,6 +172,18 @@ def batch_info(records: Sequence[RecordIn]) -> BatchInfo:
     """Check the field types of a batch and measure it; C-level passes over the batch, no per-record Python.
 
     Raises TypeError for a value or key that is not bytes, or a timestamp that is not an int."""
+    if len(records) == 1:  # the sources' path: one reading per append, where the passes below cost more
+        ts, key, value, hdrs = records[0]
+        if type(ts) is not int:
+            raise TypeError("record timestamps must be int (milliseconds)")
+        if type(value) not in _BUFFER_TYPES:
+            raise TypeError("record values must be bytes")
+        size = len(value)
+        if key is not None:
+            if type(key) not in _BUFFER_TYPES:
+                raise TypeError("record keys must be bytes or None")
+            size += len(key)
+        return BatchInfo(record_size(records[0]) if hdrs else RECORD_HEADER_SIZE + size, size, ts, ts)
     tss, keys, values, headers = zip(*records, strict=False)  # one C-level transpose
     if not set(map(type, tss)) <= {int}:
         raise TypeError("record timestamps must be int (milliseconds)")

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .appends import AnyFuture, Append, Queue, Result, call_threadsafe, deliver, set_none
+from .appends import AnyFuture, Append, ErrorMapper, Queue, Result, call_threadsafe, deliver, set_none
 from .config import LogConfig
 from .errors import DiskFullError, LogBrokenError, LogClosedError, StoreError
 from .frame import BatchInfo, RecordIn
@@ -122,6 +122,7 @@ class GroupCommitWriter:
         *,
         wait_for_room: bool,
         timeout: float | None = None,
+        on_error: ErrorMapper | None = None,
     ) -> None:
         """Queue an append. Synchronous callers (`wait_for_room`) wait while the writer is over
         `max_pending_bytes`; asynchronous callers wait before calling (`wait_room_async`)."""
@@ -146,7 +147,7 @@ class GroupCommitWriter:
             q = self._queues.get(partition)
             if q is None:
                 q = self._queues[partition] = Queue(deque())
-            q.appends.append(Append(records, info, future, loop, self._mono()))
+            q.appends.append(Append(records, info, future, loop, self._mono(), on_error))
             q.nbytes += nbytes
             q.records += len(records)
             self._pending_bytes += nbytes
