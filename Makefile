@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CACHE ?= $(HOME)/.cache/edgestream
 PYTEST_ARGS ?=
 
-.PHONY: all demo test bench lint typecheck system venv unit kafka clean help
+.PHONY: all demo test bench lint typecheck system venv unit kafka dashboards render clean help
 
 help:
 	@echo "make demo   - install what is needed and run the demo gateway (simulated sensors, no hardware)"
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check edge store gateway tests examples
+	$(VENV)/bin/ruff check edge store gateway tests examples dashboards
 	@bash .ci/typecheck.sh $(VENV)
 
 typecheck: lint
@@ -37,7 +37,19 @@ typecheck: lint
 kafka: system
 	@bash tests/kafka/fetch-kafka.sh >/dev/null
 
-test: system venv lint kafka
+# Grafana's published dashboard types (@grafana/schema) and tsc, for the dashboard type checks.
+DASH_STAMP := dashboards/node_modules/.installed
+$(DASH_STAMP): dashboards/package.json dashboards/package-lock.json
+	npm ci --prefix dashboards --no-audit --no-fund
+	@touch $(DASH_STAMP)
+
+dashboards: $(DASH_STAMP)
+
+# Re-draw docs/img/ from the dashboards' own queries against a real Prometheus (after changing dashboards).
+render: system venv kafka
+	$(PY) dashboards/render_panels.py
+
+test: system venv lint kafka dashboards
 	$(VENV)/bin/pytest $(PYTEST_ARGS) tests --ignore=tests/bench
 
 unit: venv

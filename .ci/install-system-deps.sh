@@ -15,6 +15,8 @@ declare -A wanted=(
   [mvn]=maven
   [openssl]=openssl
   [npm]=npm
+  [node]=nodejs
+  [systemd-analyze]=systemd
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

@@ -42,6 +42,7 @@ from ..store.errors import (
     TopicNotFoundError,
 )
 from . import api_log, openapi
+from .api_codec import ApiError
 from .errors import GatewayError
 from .metrics import make_registry, rss_bytes
 from .version import version
@@ -55,16 +56,6 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 MAX_BODY = 8 << 20  # a produce request: many records of up to max_record_bytes (1 MiB by default)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(GatewayError):
-    """A request the API refuses: becomes `{"error": code, "message": ...}` with `status`."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.extra = extra
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -99,6 +90,7 @@ REGISTRY_KEY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRe
 TOKEN_KEY: web.AppKey[str] = web.AppKey("token", str)
 COUNTERS_KEY: web.AppKey[ApiCounters] = web.AppKey("counters", ApiCounters)
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
+QUERY_KEY: web.AppKey[dict[tuple[str, str], frozenset[str]]] = web.AppKey("query_params", dict)
 
 
 # -- middlewares ---------------------------------------------------------------------------------------------------
@@ -133,10 +125,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = resource.canonical if resource is not None else "unmatched"
     try:
         resp = await handler(request)
-    except ApiError as exc:
-        resp = error(exc.status, exc.code, str(exc), **exc.extra)
-    except StoreError as exc:
-        e = _store_error(exc)
+    except (ApiError, StoreError) as exc:
+        e = exc if isinstance(exc, ApiError) else _store_error(exc)
         resp = error(e.status, e.code, str(e), **e.extra)
         if e.status == 503:
             resp.headers["Retry-After"] = "5"
@@ -162,6 +152,33 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     if counters is not None:
         counters.request(route, request.method, resp.status)
     return resp
+
+
+@web.middleware
+async def _known_query(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A query parameter the operation does not document is refused: `?ofset=5` must not silently read from 0."""
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else ""
+    allowed = request.app[QUERY_KEY].get((path, request.method))
+    if allowed is not None:
+        unknown = sorted(set(request.query) - allowed)
+        if unknown:
+            raise ApiError(400, "invalid_parameter", f"unknown query parameter {unknown[0]!r} for {request.method} "
+                           f"{path}; allowed: {', '.join(sorted(allowed)) or 'none'}", parameter=unknown[0])
+    return await handler(request)
+
+
+def query_params(doc: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """(path, METHOD) -> the query parameters the OpenAPI document lists for that operation."""
+    out = {}
+    for path, item in doc.get("paths", {}).items():
+        shared = [p for p in item.get("parameters", []) if isinstance(p, dict)]
+        for method, op in item.items():
+            if not isinstance(op, dict) or method == "parameters":
+                continue
+            params = [*shared, *(p for p in op.get("parameters", []) if isinstance(p, dict))]
+            out[(path, method.upper())] = frozenset(str(p.get("name")) for p in params if p.get("in") == "query")
+    return out
 
 
 @web.middleware
@@ -245,7 +262,7 @@ def status_document(gw: Gateway) -> dict[str, Any]:
 
 
 def make_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[_errors, _auth, _known_query], client_max_size=MAX_BODY)
     counters = ApiCounters()
     app[GATEWAY_KEY] = gw
     app[COUNTERS_KEY] = counters
@@ -256,7 +273,7 @@ def make_app(gw: Gateway) -> web.Application:
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/openapi.json", openapi_json, allow_head=False)
     app.router.add_get("/v1/status", status, allow_head=False)
-    api_log.add_routes(app)
+    api_log.add_routes(app, gw, counters)
     # Extensions (mirror, tier) add their own routes and describe them: each owns its handlers.
     extra_paths: dict[str, Any] = {}
     for ext in (gw.mirror, gw.tierer):
@@ -267,6 +284,7 @@ def make_app(gw: Gateway) -> web.Application:
         if hasattr(ext, "openapi_paths"):
             extra_paths.update(ext.openapi_paths())
     app[OPENAPI_KEY] = openapi.document(extra_paths, token=bool(app[TOKEN_KEY]))
+    app[QUERY_KEY] = query_params(app[OPENAPI_KEY])
     app.on_shutdown.append(api_log.wake_long_polls)
     return app
 
@@ -281,8 +299,6 @@ async def start_http(gw: Gateway) -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = web.TCPSite(runner, http.host, http.port, reuse_address=True)
     await site.start()
-    server = site._server
-    port = http.port
-    if server is not None and getattr(server, "sockets", None):
-        port = int(server.sockets[0].getsockname()[1])
+    sockets = getattr(site._server, "sockets", None)
+    port = int(sockets[0].getsockname()[1]) if sockets else http.port
     return runner, port

@@ -66,7 +66,7 @@ class GatewayCollector(Collector):
         yield from self._gateway()
         yield from self._log()
         yield from self._router()
-        yield from source_families(self.gw.source_table(), _restarts(self.gw))
+        yield from source_families(self.gw.source_table(), self.gw.source_restarts())
         yield from self._http()
         for ext in (getattr(self.gw, "mirror", None), getattr(self.gw, "tierer", None)):
             if ext is not None and hasattr(ext, "collect_metrics"):
@@ -257,7 +257,11 @@ class GatewayCollector(Collector):
             dl.add_metric([topic, "too_large"], 0)  # the one reason every topic can have: a series from the start
         rej = _counter("edgestream_source_rejected_records", "Readings the log refused (counted, acknowledged to "
                        "the sender).", ["source", "reason"])
-        for s, r, n in st.rejected:
+        rejected = {(s, r): n for s, r, n in st.rejected}
+        for name in specs:  # the router's two reasons, from the start (see DROP_REASONS)
+            for reason in ("full", "too_large"):
+                rejected.setdefault((name, reason), 0)
+        for (s, r), n in sorted(rejected.items()):
             rej.add_metric([s, r], n)
         miss = _counter("edgestream_key_template_misses", "Readings that lacked a field the route's key template "
                         "names (stored without a key).", ["source"])
@@ -283,12 +287,6 @@ class GatewayCollector(Collector):
             recs.add_metric([topic], n)
             nbytes.add_metric([topic], b)
         yield from (req, recs, nbytes)
-
-
-def _restarts(gw: Gateway) -> dict[str, int]:
-    """Crash restarts per source. Read from the service's supervision table (no public accessor yet)."""
-    table = getattr(gw, "_sources", {})
-    return {name: int(getattr(running, "crashes", 0)) for name, running in table.items()}
 
 
 def _le(bound: float) -> str:

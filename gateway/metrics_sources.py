@@ -23,15 +23,15 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 # Fields that go up and down: everything else numeric is a counter.
-GAUGE_FIELDS = frozenset({
-    "inflight", "in_flight", "connections_current", "sessions_stored", "subscribers", "window",
-})
+GAUGE_FIELDS = frozenset({"in_flight", "connections_current", "sessions_stored", "subscribers", "window"})
 # Fields holding a wall-clock time in milliseconds: exported in seconds as `<name without _ms>_timestamp_seconds`.
 TIMESTAMP_MS_FIELDS = frozenset({"last_reading_ms"})
 # Label name for a mapping field whose keys are not reasons.
 MAPPING_LABEL = {"publishes_received": "qos"}
 # Tuple fields of per-device records and the field naming the device.
 NESTED = {"units": "unit"}
+# One name for one meaning across source types.
+RENAME = {"inflight": "in_flight"}
 
 
 class _Families:
@@ -89,22 +89,23 @@ def _add_fields(fams: _Families, prefix: str, stats: Any, base: dict[str, str], 
         if f.name == skip:
             continue
         value = getattr(stats, f.name)
-        doc = f"Source statistic {f.name}."
+        name = RENAME.get(f.name, f.name)
+        doc = f"Source statistic {name}."
         if isinstance(value, bool):
-            fams.add("gauge", prefix + f.name, doc, base, 1.0 if value else 0.0)
+            fams.add("gauge", prefix + name, doc, base, 1.0 if value else 0.0)
         elif isinstance(value, int | float):
             if f.name in TIMESTAMP_MS_FIELDS:
                 if value > 0:
-                    fams.add("gauge", prefix + f.name[:-3] + "_timestamp_seconds", doc, base, value / 1000)
-            elif f.name in GAUGE_FIELDS:
-                fams.add("gauge", prefix + f.name, doc, base, float(value))
+                    fams.add("gauge", prefix + name[:-3] + "_timestamp_seconds", doc, base, value / 1000)
+            elif name in GAUGE_FIELDS:
+                fams.add("gauge", prefix + name, doc, base, float(value))
             else:
-                fams.add("counter", prefix + f.name, doc, {**base, "reason": ""}, float(value))
+                fams.add("counter", prefix + name, doc, {**base, "reason": ""}, float(value))
         elif isinstance(value, Mapping):
             label = MAPPING_LABEL.get(f.name, "reason")
             for k, n in sorted(value.items(), key=lambda kv: str(kv[0])):
                 if isinstance(n, int | float) and not isinstance(n, bool):
-                    fams.add("counter", prefix + f.name, doc + f" By {label}.", {**base, label: str(k)}, float(n))
+                    fams.add("counter", prefix + name, doc + f" By {label}.", {**base, label: str(k)}, float(n))
         elif f.name in NESTED and isinstance(value, tuple):
             key = NESTED[f.name]
             for item in value:

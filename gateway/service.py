@@ -78,11 +78,16 @@ class Gateway:
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
         self._last_status = ""
+        self.heartbeat: Any = None  # sdnotify.Heartbeat, set by the status loop
 
     # -- what metrics and the API read -----------------------------------------------------------------------------
 
     def source_table(self) -> dict[str, tuple[str, Source, bool]]:
         return {n: (r.spec.type, r.source, not r.task.done()) for n, r in self._sources.items()}
+
+    def source_restarts(self) -> dict[str, int]:
+        """How often each source crashed and was restarted by the supervisor."""
+        return {n: r.crashes for n, r in self._sources.items()}
 
     def source_specs(self) -> dict[str, SourceSpec]:
         return {n: r.spec for n, r in self._sources.items()}

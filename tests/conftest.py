@@ -4,4 +4,5 @@ per service, and are registered here as plugins so any test can ask for them by 
 pytest_plugins = [
     "tests.harness.kafka",
     "tests.harness.mosquitto",
+    "tests.harness.prometheus",
 ]
