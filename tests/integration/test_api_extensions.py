@@ -64,6 +64,9 @@ class FakeGateway:
     def source_table(self) -> dict[str, Any]:
         return {}
 
+    def source_restarts(self) -> dict[str, int]:
+        return {}
+
     def source_specs(self) -> dict[str, Any]:
         return {}
 

@@ -99,6 +99,9 @@ class FakeGateway:
     def source_table(self) -> dict[str, tuple[str, Any, bool]]:
         return self.table
 
+    def source_restarts(self) -> dict[str, int]:
+        return {}
+
     def source_specs(self) -> dict[str, Any]:
         return self.specs
 
