@@ -165,6 +165,10 @@ def parse(path: str, raw: dict[str, Any]) -> GatewayConfig:
     for name, value in (("mirror", mirror), ("tier", tier)):
         if not isinstance(value, dict):
             problems.append((name, "must be a table"))
+    if isinstance(mirror, dict) and mirror:
+        from .mirror.settings import config_problems  # the mirror owns its section's schema
+
+        problems.extend(config_problems(mirror, topics))
     if problems:
         raise ConfigFileError(path, problems)
     if not os.path.isabs(gateway.data_dir):
