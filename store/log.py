@@ -336,6 +336,15 @@ class Log:
         assert self.writer is not None
         return self.writer.run_maintenance(scrub=scrub, timeout=timeout)
 
+    def raise_epoch(self, topic: str, partition: int, reason: str) -> int:
+        """Raise a partition's epoch now (durable before it returns) and return the new one; counted with the
+        epoch bumps of recovery. For a reader that learned that offsets it saw may be reused, e.g. the mirror
+        finding its cursor ahead of the recovered log end."""
+        self._check_writable()
+        p = self.partition(topic, partition)
+        assert self.writer is not None
+        return self.writer.call(lambda: p._w_raise_epoch(reason))
+
     def flush(self, timeout: float | None = None) -> bool:
         """Write and sync everything queued so far. False if some topic is blocked on a full disk."""
         self._check_open()

@@ -241,6 +241,16 @@ class Partition(PartitionReads):
             log.warning("%s/%d: could not advance the recovery point (%s); the next start scans more", self.topic,
                         self.index, exc)
 
+    def _w_raise_epoch(self, reason: str) -> int:
+        """Give the records written from now on a new identity (DESIGN 6, step 6: a mirror cursor found ahead of
+        the recovered log end, so offsets it already sent may be reused for other records). The state is durable
+        before this returns; the active segment rolls at the next append, as after an unclean stop."""
+        new = self.state.epoch + 1
+        self._w_write_state(epoch=new)
+        self.counters.epoch_bumps += 1
+        log.warning("%s/%d: epoch raised to %d (%s)", self.topic, self.index, new, reason)
+        return new
+
     def _w_write_state(self, **changes: object) -> None:
         new = self.state.with_(**changes)
         new.write(self.fs, self.state_path)

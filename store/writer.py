@@ -29,12 +29,14 @@ Futures of asyncio callers are resolved with one `call_soon_threadsafe` per even
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .appends import AnyFuture, Append, ErrorMapper, Queue, Result, call_threadsafe, deliver, set_none
 from .config import LogConfig
@@ -44,6 +46,8 @@ from .partition import Partition
 from .room import DiskRoom
 from .stats import WriterStatistics
 from .syncer import Syncer
+
+T = TypeVar("T")
 
 log = logging.getLogger("edgestream.store.writer")
 
@@ -92,6 +96,7 @@ class GroupCommitWriter:
         self._maintenance_asked = 0
         self._maintenance_done = 0
         self._scrub_asked = False
+        self._jobs: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
         self._syncer = Syncer(self._synced, monotonic, self._syncer_crashed)
         self._thread = threading.Thread(target=self._run, name="edgestream-writer", daemon=True)
         self._thread.start()
@@ -194,6 +199,25 @@ class GroupCommitWriter:
                 lambda: self._maintenance_done >= target or self._crashed is not None or self._stopped, timeout
             ) and self._maintenance_done >= target
 
+    def call(self, fn: Callable[[], T], timeout: float | None = 30.0) -> T:
+        """Run `fn` on the writer thread between rounds (it owns partition state) and return its result."""
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._cond:
+            if self._crashed is not None or self._closing:
+                raise LogClosedError("the log writer is not running")
+            self._jobs.append((fn, fut))
+            self._cond.notify_all()
+        return fut.result(timeout)
+
+    def _run_jobs(self) -> None:
+        with self._cond:
+            jobs, self._jobs = self._jobs, []
+        for fn, fut in jobs:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # the caller gets the error; the writer carries on
+                fut.set_exception(exc)
+
     def close(self, timeout: float | None = 30.0) -> None:
         """Write what can be written, fail the rest with LogClosedError, stop the thread."""
         with self._cond:
@@ -269,7 +293,7 @@ class GroupCommitWriter:
                 now = self._mono()
                 ready, wait = self._ready(now)
                 maintenance = self._maintenance_asked > self._maintenance_done
-                if ready or maintenance:
+                if ready or maintenance or self._jobs:
                     break
                 if self._closing:
                     if all(not q.appends for q in self._queues.values()):
@@ -301,6 +325,8 @@ class GroupCommitWriter:
             self._commit(taken, closing)
         self._taken = []
         self._housekeeping(force=asked > self._maintenance_done, scrub=scrub_asked)
+        if self._jobs:
+            self._run_jobs()
         if asked > self._maintenance_done:
             with self._cond:
                 self._maintenance_done = asked

@@ -7,6 +7,7 @@ Everything here runs in the target's thread (target.py) and reads the log; nothi
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from functools import partial
@@ -82,7 +83,14 @@ def open_partitions(target: TargetSettings, log_: Log, gateway_id: str) -> list[
             resume = reconcile(pos.offset if pos else None, pos.log_id if pos else "", pos.epoch if pos else 0,
                                log_id=log_id, epoch=p.epoch, log_start=p.log_start, end=p.high_watermark,
                                epoch_at=partial(read_epoch, log_, topic.name, p.index))
-            cursor = MirrorCursor(topic.name, p.index, log_id, p.epoch, acked=resume.offset)
+            epoch = p.epoch
+            if resume.epoch_raise_needed:
+                # DESIGN 6, step 6: offsets from the clamp point on were mirrored already and new records will
+                # reuse them: raise the epoch (durably, before any of them is written) so their identity differs.
+                epoch = log_.raise_epoch(topic.name, p.index, f"mirror {name}: cursor ahead of the recovered log end")
+                resume = dataclasses.replace(resume, epoch_raise_needed=False,
+                                             detail=f"{resume.detail}; epoch raised to {epoch}")
+            cursor = MirrorCursor(topic.name, p.index, log_id, epoch, acked=resume.offset)
             ident = Identity(gateway_id, log_id, 0, p.index, 0, 0).headers()
             part = MirroredPartition(cursor, p, mapping, p.index if mapping.ordered else -1,
                                      (ident[0], ident[1], ident[3]))
@@ -94,7 +102,7 @@ def open_partitions(target: TargetSettings, log_: Log, gateway_id: str) -> list[
                 log.warning("mirror %s: %s/%d: %s", name, topic.name, p.index, resume.detail)
             elif resume.action == "new":
                 log.info("mirror %s: %s/%d: %s", name, topic.name, p.index, resume.detail)
-            positions[(topic.name, p.index)] = CursorPosition(resume.offset, log_id, p.epoch)
+            positions[(topic.name, p.index)] = CursorPosition(resume.offset, log_id, epoch)
             parts.append(part)
     if saved is not None and set(saved.offsets) - set(positions):
         log_.cursors.delete(target.cursor_name)  # topics no longer mirrored must not pin retention forever

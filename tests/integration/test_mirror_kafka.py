@@ -265,14 +265,20 @@ def test_a_cursor_ahead_of_the_recovered_log_is_clamped_and_nothing_is_skipped(k
         assert part["clamps"] == {"ahead_of_log": 1}
         r = run("mirror", "status", "--api", f"http://127.0.0.1:{gw.port}")
         assert r.code == 0 and "ahead_of_log" in r.out, r.out + r.err
+        assert gw.metric_sum("edgestream_recovery_epoch_bumps_total", topic="telemetry") == 1
+        assert m['edgestream_mirror_epoch_raise_needed{partition="0",target="central",topic="telemetry"}'] == 0
         drain_and_stop(gw)
     assert "above the recovered log end (1000)" in gw.log_text() and "clamped to 1000" in gw.log_text()
+    assert "epoch raised to 1" in gw.log_text()
+    # (the raise rolled the segment: the prefill's 2023 timestamps are then past retention and may be gone)
+    new = [r for r in log_records(data, "telemetry")[0] if r.offset >= 1000]
+    assert new and all(r.epoch == 1 for r in new), "the reused offsets carry the raised epoch: a new identity"
     kept, _ = dedupe(kafka.consume_all(topic, timeout=60))
     offsets = [i.offset for i, _ in kept[0]]
     assert offsets[0] == 1000, "mirroring resumes at the log end"
     assert offsets == list(range(1000, 1000 + len(offsets))) and offsets[-1] >= 1600, \
         "offsets 1000..1499 (below the old cursor) are mirrored, not skipped"
-    assert_exactly_the_log({0: log_records(data, "telemetry")[0][1000:]}, kept)
+    assert_exactly_the_log({0: new}, kept)
 
 
 def test_cli_status_pause_resume_and_reset(kafka: KafkaCluster, tmp_path: Any) -> None:
