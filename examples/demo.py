@@ -3,10 +3,12 @@
 1. The log's promise: a producer streams readings, is killed with SIGKILL mid-stream, and every reading it was
    told is durable is read back after recovery.
 2. The gateway: Mosquitto (persistence on) with simulated MQTT sensors, edgestream's own MQTT listener, a serial
-   device and a Modbus RTU unit on pseudo-terminals, all into the log; a live one-screen summary, then a clean
-   stop and the last records of each topic.
+   device and a Modbus RTU unit on pseudo-terminals, all into the log, mirrored to a local Apache Kafka and tiered
+   to Parquet; a live one-screen summary, the mirror's lag and a kcat read of what arrived upstream, a clean stop,
+   the last records of each topic, and a few SQL queries over the history.
 
-Environment: DEMO_SECONDS (default 60) sets how long the live part runs; DEMO_DIR keeps the data somewhere else.
+Environment: DEMO_SECONDS (default 60) sets how long the live part runs; DEMO_DIR keeps the data somewhere else;
+KAFKA_BOOTSTRAP uses that Kafka instead of starting one (the demo creates its topics there).
 Everything runs on 127.0.0.1 and is stopped at the end.
 """
 
@@ -137,6 +139,7 @@ def gateway_demo(work: str, seconds: float) -> None:
     broker = MosquittoBroker(os.path.join(work, "mosquitto"))
     broker.start()
     print(f"Mosquitto on 127.0.0.1:{broker.port} (persistence on, queue limits raised: see README)")
+    kafka, bootstrap = start_kafka(work)
     listener_port = free_port()
     stack = contextlib.ExitStack()
     try:
@@ -148,6 +151,10 @@ def gateway_demo(work: str, seconds: float) -> None:
         modbus_dev = device_path(modbus, "modbus")
         print(f"serial device on {serial_dev}, Modbus RTU unit(s) 1,2 on {modbus_dev}")
         sections = demo_config(data, broker.port, listener_port, serial_dev, modbus_dev)
+        from edgestream.gateway.mirror import render_mirror_section
+
+        sections["mirror"] = render_mirror_section(bootstrap, [t["name"] for t in sections["topics"]])
+        sections["tier"] = {"enabled": True, "interval_s": 5}
         gw = GatewayProcess(work, sections)
         with open(os.path.join(work, "gateway.toml"), "w") as f:
             f.write(render_config(sections))
@@ -161,6 +168,7 @@ def gateway_demo(work: str, seconds: float) -> None:
                                         "--sensors", "5", "--rate", "20", "--qos", "1",
                                         "--topic-prefix", "direct"], os.path.join(work, "mqtt-direct-sim.log")))
         live_summary(gw, seconds)
+        show_upstream(gw, bootstrap)
         say("Stopping the gateway with SIGTERM (stop reading, flush, ack, mark clean)")
         code = gw.stop()
         print(f"exit code {code}; last lines of its log:")
@@ -168,6 +176,8 @@ def gateway_demo(work: str, seconds: float) -> None:
     finally:
         stack.close()
         broker.stop()
+        if kafka is not None:
+            kafka.stop()
     say("The last records of each topic")
     for topic in json.loads(cli("topics", "list", "--json", data_dir=data)):
         print(f"{BOLD}{topic['topic']}{RESET}: {topic['records']:,} records, {topic['bytes']:,} bytes on disk")
@@ -180,6 +190,63 @@ def gateway_demo(work: str, seconds: float) -> None:
                       f"key={rec.get('key')} {str(value)[:90]}")
 
 
+def start_kafka(work: str) -> tuple[object | None, str]:
+    """A local single-node Apache Kafka (KRaft) from the test harness, or $KAFKA_BOOTSTRAP; topics created."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
+    cluster = None
+    if not bootstrap:
+        from pathlib import Path
+
+        from tests.harness.kafka import KafkaCluster
+
+        print("starting a local Apache Kafka (KRaft, one node; tens of seconds on a small machine)...", flush=True)
+        cluster = KafkaCluster(Path(work) / "kafka").start()
+        bootstrap = cluster.bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    wanted = [NewTopic(name, num_partitions=n, replication_factor=1)
+              for name, n in (("telemetry", 4), ("serial", 1), ("modbus", 1))]
+    for name, fut in admin.create_topics(wanted).items():
+        try:
+            fut.result(30)
+        except Exception as exc:  # already there (a reused KAFKA_BOOTSTRAP): fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise SystemExit(f"cannot create Kafka topic {name}: {exc}") from None
+    print(f"Apache Kafka at {bootstrap}: the gateway mirrors telemetry, serial and modbus there")
+    return cluster, bootstrap
+
+
+def show_upstream(gw: GatewayProcess, bootstrap: str) -> None:
+    from edgestream.gateway.mirror import lag_lines
+
+    say("Upstream: the mirror's lag, and what arrived in Kafka (kcat)")
+    status, body = gw.get("/v1/mirror/status")
+    if status == 200:
+        print("\n".join(lag_lines(json.loads(body))))
+    fmt = "%t/%p@%o key=%k %s\n"
+    for topic in ("telemetry", "modbus"):
+        cmd = ["kcat", "-C", "-b", bootstrap, "-t", topic, "-p", "0", "-o", "-2", "-c", "2", "-q", "-f", fmt]
+        print(f"{DIM}$ {' '.join(cmd[:-2])} -f '{fmt.strip()}'{RESET}")
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        except subprocess.TimeoutExpired:
+            print("  (kcat got nothing within 30 s)")
+            continue
+        for line in p.stdout.strip().splitlines():
+            print("  " + line[:160])
+
+
+def show_queries(data: str) -> None:
+    from edgestream.store.tier.recipes import demo_queries
+
+    say("Query your history: SQL over the Parquet tier and the hot log together (DuckDB)")
+    for title, sql in demo_queries("telemetry"):
+        print(f"{BOLD}{title}{RESET}\n{DIM}{' '.join(sql.split())[:200]}{RESET}")
+        p = subprocess.run([BIN, "--data-dir", data, "query", sql], capture_output=True, text=True, check=False)
+        print(p.stdout if p.returncode == 0 else f"{RED}{p.stderr.strip()}{RESET}")
+
+
 def demo_config(data: str, broker_port: int, listener_port: int, serial_dev: str, modbus_dev: str) -> dict:
     from edgestream.edge.simulate.modbus import poller_units
 
@@ -188,7 +255,9 @@ def demo_config(data: str, broker_port: int, listener_port: int, serial_dev: str
         "log": {"min_free_bytes": 64 << 20},
         "http": {"listen": "127.0.0.1:0"},
         "topics": [
-            {"name": "telemetry", "partitions": 4, "decoder": "json", "durability": "fsync"},
+            # Small segments so the demo's minute already seals some and tiers them to Parquet.
+            {"name": "telemetry", "partitions": 4, "decoder": "json", "durability": "fsync",
+             "segment_bytes": 65536},
             {"name": "serial", "partitions": 1, "decoder": "json"},
             {"name": "modbus", "partitions": 1, "decoder": "modbus"},
         ],
@@ -228,6 +297,9 @@ def live_summary(gw: GatewayProcess, seconds: float) -> None:
                                                            or k.startswith("edgestream_dropped_records_total"))}
             for k, v in sorted(errs.items()):
                 lines.append(f"  err  {k:65s} {v:>9,.0f}")
+            lag = sum(v for k, v in m.items() if k.startswith("edgestream_mirror_lag_records{"))
+            tiered = sum(v for k, v in m.items() if k.startswith("edgestream_tier_rows_total{"))
+            lines.append(f"  up   mirror lag {lag:,.0f} records; {tiered:,.0f} rows tiered to Parquet")
             size = sum(v for k, v in m.items() if k.startswith("edgestream_log_size_bytes{"))
             fsyncs = sum(v for k, v in m.items() if k.startswith("edgestream_log_fsyncs_total{"))
             free_gib = m.get("edgestream_disk_free_bytes", 0) / 2**30
@@ -253,6 +325,7 @@ def main() -> int:
     print(f"edgestream demo, working in {work}")
     crash_demo(work)
     gateway_demo(work, seconds)
+    show_queries(os.path.join(work, "gateway-data"))
     say("Done")
     print(f"Data and logs are in {work}. Try: {BIN} --data-dir {work}/gateway-data topics list")
     return 0
