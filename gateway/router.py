@@ -13,6 +13,7 @@ errors sources understand: RecordRejectedError (counted, ack the sender) and Sin
 from __future__ import annotations
 
 import asyncio
+import functools
 import string
 import zlib
 from collections.abc import Awaitable, Callable
@@ -264,7 +265,7 @@ class Router:
             except (LogClosedError, LogBrokenError) as exc:
                 self._fail(batch, exc)
                 continue
-            fut.add_done_callback(lambda f, b=batch: self._settle(b, f))
+            fut.add_done_callback(functools.partial(self._settle, batch))
 
     def _settle(self, batch: _Batch, fut: asyncio.Future[Any]) -> None:
         exc = None if fut.cancelled() else fut.exception()

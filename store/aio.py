@@ -70,7 +70,8 @@ class AsyncLog:
 
     async def append_batch(self, topic: str, partition: int, records: Sequence[RecordIn]) -> int:
         await self.wait_for_room()
-        return await self.append_batch_nowait(topic, partition, records)
+        base: int = await self.append_batch_nowait(topic, partition, records)
+        return base
 
     async def read(
         self, topic: str, partition: int, offset: int, *, max_records: int = 1000, max_bytes: int = 1 << 20
