@@ -325,15 +325,19 @@ def test_a_cursor_ahead_of_the_log_is_clamped_and_nothing_is_skipped(rig_factory
     rig.log.cursors.commit("mirror.c", {("t", 0): CursorPosition(150, p.log_id.hex(), p.epoch)}, required=True)
     rig.tm.open()
     part = rig.tm.parts[0]
-    assert part.cursor.acked == 100 and part.clamps == {"ahead_of_log": 1} and part.epoch_raise_needed
-    assert rig.log.cursors.get("mirror.c").get("t", 0).offset == 100  # type: ignore[union-attr]
+    assert part.cursor.acked == 100 and part.clamps == {"ahead_of_log": 1}
+    # The epoch was raised before any offset is reused (DESIGN 6, step 6), so nothing is left to raise.
+    assert not part.epoch_raise_needed and p.epoch == 1 and part.cursor.epoch == 1
+    saved = rig.log.cursors.get("mirror.c").get("t", 0)  # type: ignore[union-attr]
+    assert (saved.offset, saved.epoch) == (100, 1)
     rig.append("t", 0, 80)  # new records take offsets 100..179, some of them "mirrored" per the old cursor
+    assert {r.epoch for r in rig.log.read("t", 0, 100, max_records=200)} == {1}, "a new identity for reused offsets"
     rig.run(until=rig.caught_up)
     assert rig.cluster.values("t", 0) == rig.log_values("t", 0)[100:]
     text = exposition(rig.tm)
     assert 'edgestream_mirror_cursor_clamps_total{partition="0",reason="ahead_of_log",target="c",topic="t"} 1.0' \
         in text
-    assert 'edgestream_mirror_epoch_raise_needed{partition="0",target="c",topic="t"} 1.0' in text
+    assert 'edgestream_mirror_epoch_raise_needed{partition="0",target="c",topic="t"} 0.0' in text
 
 
 def test_a_cursor_of_a_recreated_partition_starts_at_its_log_start(rig_factory) -> None:  # type: ignore[no-untyped-def]
