@@ -87,9 +87,13 @@ def open_partitions(target: TargetSettings, log_: Log, gateway_id: str) -> list[
             if resume.epoch_raise_needed:
                 # DESIGN 6, step 6: offsets from the clamp point on were mirrored already and new records will
                 # reuse them: raise the epoch (durably, before any of them is written) so their identity differs.
-                epoch = log_.raise_epoch(topic.name, p.index, f"mirror {name}: cursor ahead of the recovered log end")
-                resume = dataclasses.replace(resume, epoch_raise_needed=False,
-                                             detail=f"{resume.detail}; epoch raised to {epoch}")
+                try:
+                    epoch = log_.raise_epoch(topic.name, p.index,
+                                             f"mirror {name}: cursor ahead of the recovered log end")
+                    resume = dataclasses.replace(resume, epoch_raise_needed=False,
+                                                 detail=f"{resume.detail}; epoch raised to {epoch}")
+                except StoreError as exc:  # reported (metric + warning); mirroring still never skips
+                    log.error("mirror %s: %s/%d: could not raise the epoch: %s", name, topic.name, p.index, exc)
             cursor = MirrorCursor(topic.name, p.index, log_id, epoch, acked=resume.offset)
             ident = Identity(gateway_id, log_id, 0, p.index, 0, 0).headers()
             part = MirroredPartition(cursor, p, mapping, p.index if mapping.ordered else -1,
