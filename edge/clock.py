@@ -67,3 +67,15 @@ class ManualClock:
         for _, fut in due:
             if not fut.done():
                 fut.set_result(None)
+
+
+async def sleep_unless(clock: Clock, seconds: float, stop: asyncio.Event) -> bool:
+    """Sleep `seconds` on `clock`; return early when `stop` is set. True if the full time passed."""
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        stopper.cancel()
+    return not stop.is_set()

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from ..clock import Clock, SystemClock
+from ..clock import Clock, SystemClock, sleep_unless
 from ..errors import DecodeError, RecordRejectedError, SinkClosedError, SourceUnavailableError
 from ..source import Reading, Sink
 from .client import ModbusClient, ModbusReadError
@@ -133,14 +133,8 @@ class ModbusPoller:
             await self._finished.wait()
 
     async def _sleep_unless_stopped(self, seconds: float) -> bool:
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        stopper = asyncio.ensure_future(self._stop_requested.wait())
-        try:
-            await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            stopper.cancel()
-        return not self._stop_requested.is_set()
+        """Sleep on the injected clock; False if `stop` came first."""
+        return await sleep_unless(self._clock, seconds, self._stop_requested)
 
     async def _room_or_stop(self) -> bool:
         """Wait until fewer than `window` readings are in flight; False if `stop` came first."""

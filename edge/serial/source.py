@@ -32,7 +32,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from ..clock import Clock, SystemClock
+from ..clock import Clock, SystemClock, sleep_unless
 from ..errors import FramingError, RecordRejectedError, SinkClosedError, SourceUnavailableError
 from ..source import DeadLetter, Reading, Sink
 from .framing import Frame
@@ -208,14 +208,7 @@ class SerialSource:
 
     async def _sleep_unless_stopped(self, seconds: float) -> bool:
         """Sleep on the injected clock; False if `stop` came first."""
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        stopper = asyncio.ensure_future(self._stop_requested.wait())
-        try:
-            await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            stopper.cancel()
-        return not self._stop_requested.is_set()
+        return await sleep_unless(self._clock, seconds, self._stop_requested)
 
     async def _until_lost_or_stop(self, conn: _Connection) -> Exception | None:
         stopper = asyncio.ensure_future(self._stop_requested.wait())

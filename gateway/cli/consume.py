@@ -6,7 +6,6 @@ the position is read from and committed to `cursors/<name>` (durable replace) as
 
 from __future__ import annotations
 
-import base64
 import json
 import signal
 import sys
@@ -15,18 +14,8 @@ import click
 
 from ...store import CursorPosition, Log
 from ...store.errors import OffsetOutOfRangeError
+from ..api_codec import record_json
 from .common import iso_ms, open_log, parse_time_ms
-
-
-def _text_or_b64(data: bytes | None, name: str, obj: dict[str, object]) -> None:
-    if data is None:
-        obj[name] = None
-        return
-    try:
-        obj[name] = data.decode()
-    except UnicodeDecodeError:
-        obj[name] = None
-        obj[name + "_b64"] = base64.b64encode(data).decode()
 
 
 @click.command(
@@ -95,14 +84,8 @@ def _consume(log: Log, topic: str, partition: int | None, from_offset: int | Non
                 if fmt == "raw":
                     chunks.append(r.value + b"\n")
                 else:
-                    obj: dict[str, object] = {"partition": r.partition, "offset": r.offset, "epoch": r.epoch,
-                                              "timestamp_ms": r.timestamp_ms, "timestamp": iso_ms(r.timestamp_ms)}
-                    _text_or_b64(r.key, "key", obj)
-                    _text_or_b64(r.value, "value", obj)
-                    hdrs: dict[str, object] = {}
-                    for name, val in r.headers:
-                        _text_or_b64(val, name, hdrs)
-                    obj["headers"] = hdrs
+                    obj = record_json(r)  # the same shape as the HTTP API's fetch
+                    obj["timestamp"] = iso_ms(r.timestamp_ms)
                     chunks.append(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
             out.write(b"".join(chunks))
             out.flush()
