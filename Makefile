@@ -55,8 +55,9 @@ test: system venv lint kafka dashboards
 unit: venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS) tests/unit
 
+BENCH_RUNS ?= 3
 bench: system venv kafka
-	$(PY) tests/bench/run.py --write BENCHMARKS.md
+	$(PY) tests/bench/run.py --runs $(BENCH_RUNS) --write BENCHMARKS.md
 
 demo: system venv kafka
 	$(PY) examples/demo.py
