@@ -191,7 +191,11 @@ def bench_latency(ctx: BenchContext) -> list[Row]:
 def bench_read(ctx: BenchContext) -> list[Row]:
     n = 60_000 if ctx.quick else 300_000
     d, log = _fresh(ctx, "read-", TopicConfig())
-    _append_all(log, _batches(_json_payloads(n, 100), 1000))
+    payloads = _json_payloads(n, 100)
+    _append_all(log, _batches(payloads, 1000))
+    lines_path = os.path.join(d, "payloads.jsonl")
+    with open(lines_path, "wb") as f:  # the same records as tab-separated lines: timestamp, key, value
+        f.write(b"".join(b"%d\t\t%s\n" % (1_700_000_000_000 + i, v) for i, v in enumerate(payloads)))
 
     def read_all() -> float:
         t0 = time.perf_counter()
@@ -205,20 +209,13 @@ def bench_read(ctx: BenchContext) -> list[Row]:
         assert got == n
         return n / (time.perf_counter() - t0)
 
-    seg_dir = os.path.join(d, "topics", "t", "0")
-
     def raw_read() -> float:
+        """A minimal Python reader of the same records: lines of a plain file split into (ts, key, value) tuples;
+        no checksum, no codec, no offsets."""
         t0 = time.perf_counter()
-        for name in sorted(os.listdir(seg_dir)):
-            if name.endswith(".log"):
-                fd = os.open(os.path.join(seg_dir, name), os.O_RDONLY)
-                pos = 0
-                while True:
-                    b = os.pread(fd, 1 << 20, pos)
-                    if not b:
-                        break
-                    pos += len(b)
-                os.close(fd)
+        with open(lines_path, "rb", buffering=1 << 20) as f:
+            got = [line.split(b"\t", 2) for line in f]
+        assert len(got) == n
         return n / (time.perf_counter() - t0)
 
     value, runs = median_runs(read_all, ctx.runs)
@@ -226,7 +223,7 @@ def bench_read(ctx: BenchContext) -> list[Row]:
     log.close()
     shutil.rmtree(d)
     return [Row(AREA, "sequential read, 100 B JSON records (read() of 10,000)", value, "records/s", runs, CMD,
-                baseline="raw pread of the same segment files", baseline_value=base,
+                baseline="minimal Python reader: the same records as tab-separated lines, split", baseline_value=base,
                 target=">= 1,000,000 records/s", met=value >= 1_000_000,
                 notes="decoded into Record tuples, CRC-checked, zstd-decompressed")]
 
