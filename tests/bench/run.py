@@ -28,7 +28,7 @@ def fmt(v: float | None) -> str:
         return f"{v:,.0f}"
     if abs(v) >= 1:
         return f"{v:.2f}"
-    return f"{v:.3g}"
+    return f"{v:.4g}"
 
 
 def render(rows: list[Row], failures: list[str], machine: str, elapsed: float) -> str:
