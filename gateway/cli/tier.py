@@ -55,7 +55,7 @@ def open_log_shared(ctx: click.Context) -> Log:
         return open_log(ctx, readonly=True)
 
 
-@click.group()
+@click.group(epilog="Example: edgestream tier status -c /etc/edgestream/gateway.toml")
 def tier() -> None:
     """Parquet cold tier: run and status."""
 
@@ -146,7 +146,8 @@ def _tierer_holder(root: str) -> str | None:
         os.close(fd)
 
 
-@tier.command()
+@tier.command(epilog="Examples:\n\n  edgestream tier status -c /etc/edgestream/gateway.toml\n\n"
+              "  edgestream --data-dir /var/lib/edgestream tier status --json")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
