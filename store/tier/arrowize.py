@@ -148,7 +148,9 @@ def typed_array(values: list[Any]) -> pa.Array:
     elif (kinds <= {int, float} and int in kinds) or kinds == {float}:
         present = [v for v in values if v is not None]
         if all(isinstance(v, float) or _I64_MIN <= v <= _I64_MAX for v in present):
-            return pa.array(values, pa.float64())
+            # Widen ints to float here: Arrow refuses an int it cannot represent exactly (above 2**53), which a
+            # sensor can send; the column is float64 by the widening rule, and float() rounds as JSON readers do.
+            return pa.array([v if v is None or isinstance(v, float) else float(v) for v in values], pa.float64())
     elif kinds == {str}:
         return pa.array(values, pa.string())
     return pa.array([v if v is None or isinstance(v, str) else _to_json.encode(v).decode() for v in values],
