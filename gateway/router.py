@@ -110,7 +110,6 @@ class Route:
     rule: str  # key_hash | source | fixed:N
     key_template: str
     validate: Validator | None
-    decoder_name: str
     dead_letter_topic: str
     fixed: int = 0
     key_function: KeyFunction | None = None
@@ -173,7 +172,6 @@ def make_route(spec: SourceSpec, topic: TopicSpec) -> Route:
         rule="fixed" if spec.partition.startswith("fixed:") else spec.partition,
         key_template=spec.key,
         validate=validator_for(topic.decoder, csv_columns=topic.csv_columns, csv_delimiter=topic.csv_delimiter),
-        decoder_name=topic.decoder,
         dead_letter_topic=topic.dead_letter_topic,
         fixed=fixed,
         key_function=compile_key_template(spec.key),
