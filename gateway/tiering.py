@@ -8,7 +8,7 @@ the HTTP routes `POST /query` (read-only SQL over hot + cold) and `GET /tier/sta
     cpu_share = 0.5                 # the tierer paces itself to at most this much of one core
     row_group_rows = 131072
     compression_level = 3           # zstd, all columns but the raw payload
-    value_compression_level = 5     # zstd, the raw payload column (most of the bytes)
+    value_compression_level = 1     # zstd, the raw payload column (most of the bytes)
     retention_ms = 7776000000       # cold retention by age (newest record of a file); default: keep
     retention_bytes = 10737418240   # cold retention by size, per topic; default: no limit
     compact = true                  # merge a closed day's small files
@@ -68,7 +68,7 @@ class TierConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     cpu_share: float = 0.5
     row_group_rows: int = 131_072
     compression_level: int = 3
-    value_compression_level: int = 5
+    value_compression_level: int = 1
     retention_ms: int | None = None
     retention_bytes: int | None = None
     topic_retention: dict[str, RetentionSpec] = {}

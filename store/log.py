@@ -35,6 +35,7 @@ from .fs import FileSystem, OsFileSystem
 from .lock import DataDirLock
 from .partition import Partition
 from .readonly import open_readonly_partition
+from .reads import FrameSlice
 from .record import Record
 from .recovery import RecoveryReport
 from .stats import LogStatistics
@@ -364,6 +365,21 @@ class Log:
     ) -> list[Record]:
         self._check_open()
         return self.partition(topic, partition).read(offset, max_records=max_records, max_bytes=max_bytes, upto=upto)
+
+    def read_columns(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_records: int = 131_072,
+        max_bytes: int = 64 << 20,
+        upto: int | None = None,
+    ) -> list[FrameSlice]:
+        """`read` as decoded frame bodies (see `PartitionReads.read_columns`): for readers that build columns."""
+        self._check_open()
+        return self.partition(topic, partition).read_columns(offset, max_records=max_records, max_bytes=max_bytes,
+                                                             upto=upto)
 
     def offset_for_time(self, topic: str, partition: int, ts_ms: int) -> int:
         return self.partition(topic, partition).offset_for_time(ts_ms)

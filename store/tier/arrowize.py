@@ -15,28 +15,42 @@ Columns, in this order:
   batches and files the types may differ: readers unify them by name (DuckDB `union_by_name`: int64 and float64
   read as DOUBLE, anything with a string as VARCHAR), so history is never rewritten when a field appears or widens.
 
-The JSON decoder has a fast path: the payloads joined with newlines go through Arrow's C++ JSON reader, which
-builds typed columns directly (measured ~0.9 M rows/s on one core against ~0.45 M for a Python decode per record
-plus column building). It is used only where it gives the same result as the per-record decoder the gateway
-injects (`edge.decoders.decode_json` semantics: objects only, nested objects flattened with ".", scalars only);
-anything else falls back to the per-record path. (One difference is allowed: a field that is null in every row of a
-batch may be a column in one path and absent in the other; both read as NULL.)
+Two ways in: `to_table` from Record tuples, and `slices_to_table` straight from decoded frame bodies
+(`Log.read_columns`), which the tierer, hot queries and replay use: the frames' fixed-width arrays become Arrow
+buffers and Arrow cuts every key and payload out of the bodies, with no Python object per record (a Record per row
+capped tiering at ~0.55 M rows/s on the build machine before any decoding). Both give the same table (a test
+compares them over random frames).
+
+The JSON decoder has two fast paths, used only where they give the same result as the per-record decoder the
+gateway injects (`edge.decoders.decode_json` semantics: objects only, nested objects flattened with ".", scalars
+only); anything else falls back to the per-record path. Both put the payloads, one per line, through Arrow's C++
+JSON reader, which builds typed columns directly (~1.4 M rows/s on one core, against ~0.45 M for a Python decode
+per record plus column building). `_json_lines` checks the payloads as a whole, without a Python object per
+payload (see its docstring for why that is enough); `_json_fast` checks each payload with msgspec first and reads
+the valid ones, for batches with some undecodable payloads. (One difference is allowed: a field that is null in
+every row of a batch may be a column in one path and absent in the other; both read as NULL.)
 """
 
 from __future__ import annotations
 
 import io
+import struct
+from array import array
 from collections.abc import Mapping, Sequence
-from itertools import chain
+from itertools import chain, pairwise, repeat
 from operator import itemgetter
 from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from ..frame import FrameError, decode_headers
+from ..reads import FrameSlice
 from ..record import Record
 from .manifest import Decode, TopicDecoder
+from .parquet import key_order
 
 RECORD_COLUMNS = ("partition", "offset", "epoch", "ts", "key", "value", "headers", "decode_error")
 PAYLOAD_PREFIX = "payload_"
@@ -84,16 +98,113 @@ def record_arrays(records: Sequence[Record]) -> list[pa.Array]:
     ]
 
 
+def slice_arrays(slices: Sequence[FrameSlice], partition: int, *, by_key: bool = False) -> list[pa.Array]:
+    """`record_arrays` straight from decoded frame bodies (`Log.read_columns`): the fixed-width fields go from the
+    frames' arrays into Arrow buffers and every key, value and headers blob is cut out of the bodies by Arrow, so
+    no Python object is made per record (a Record tuple per row capped tiering at ~0.55 M rows/s).
+
+    `by_key`: rows in `sort_for_compression` order (by key, then offset), sorted before the payloads are cut out
+    so that they are copied once."""
+    if not slices:
+        return [pa.array([], f.type) for f in RECORD_SCHEMA][:7]
+    bodies = [s.body for s in slices]
+    heads = [b.header for b in bodies]
+    n = sum(h.record_count for h in heads)
+    deltas, klens, vlens, hlens = array("i"), array("i"), array("i"), array("I")
+    stamps = array("q")
+    for b in bodies:
+        deltas += b.ts_deltas
+        klens += b.klens
+        vlens += b.vlens
+        hlens += b.hlens
+        stamps += array("q", (b.header.first_ts,)) * b.header.record_count
+    ts = pc.add(_from_buffer(pa.int32(), n, deltas).cast(pa.int64()), _from_buffer(pa.int64(), n, stamps)).cast(
+        TS_TYPE)
+    if all(a.next_offset == b.base_offset for a, b in pairwise(heads)):
+        offsets = pc.add(_arange(n).cast(pa.int64()), heads[0].base_offset)
+    else:  # a gap (a quarantined segment) between frames
+        offsets = pa.array(chain.from_iterable(range(h.base_offset, h.next_offset) for h in heads), pa.int64())
+    epoch = heads[0].epoch
+    if all(h.epoch == epoch for h in heads):
+        epochs = pa.repeat(pa.scalar(epoch, pa.int32()), n)
+    else:
+        epochs = pa.array(chain.from_iterable(repeat(h.epoch, h.record_count) for h in heads), pa.int32())
+    data = pa.py_buffer(b"".join(memoryview(b.raw)[b.data_start:] for b in bodies))
+    no_key = klens.count(-1)
+    headerless = hlens.count(0) == n
+    first, last = slices[0], slices[-1]
+    lo, hi = first.first, n - (last.body.header.record_count - last.end)  # the wanted rows of the frames
+    if no_key == n and headerless:  # values end to end: nothing to sort by, nothing to cut apart
+        values = _binary(n, vlens, data)
+        arrays = [offsets, epochs, ts, pa.nulls(n, pa.binary()), values, pa.nulls(n, HEADERS_TYPE)]
+        return [pa.repeat(pa.scalar(partition, pa.int32()), hi - lo), *(a.slice(lo, hi - lo) for a in arrays)]
+    # key, value and headers alternate in the bodies: cut all of them, then take each kind apart
+    stride = 2 if headerless else 3
+    lens = array("i", bytes(4 * stride * n))
+    lens[0::stride] = array("i", map(max, klens, repeat(0))) if no_key else klens
+    lens[1::stride] = vlens
+    if not headerless:
+        lens[2::stride] = array("i", hlens)
+    pieces = _binary(stride * n, lens, data)
+    starts = pc.multiply(_arange(n), stride)
+    keys = pieces.take(starts)
+    if no_key:
+        keys = pc.if_else(pc.equal(_from_buffer(pa.int32(), n, klens), -1), pa.scalar(None, pa.binary()), keys)
+    if lo or hi < n:
+        starts, keys, offsets, epochs, ts = (a.slice(lo, hi - lo) for a in (starts, keys, offsets, epochs, ts))
+    if by_key and hi - lo > 1 and keys.null_count < hi - lo:
+        order = key_order(keys)
+        starts, keys, offsets, epochs, ts = (a.take(order) for a in (starts, keys, offsets, epochs, ts))
+    values = pieces.take(pc.add(starts, 1))
+    hdr = pa.nulls(hi - lo, HEADERS_TYPE) if headerless else _header_lists(pieces.take(pc.add(starts, 2)))
+    return [pa.repeat(pa.scalar(partition, pa.int32()), hi - lo), offsets, epochs, ts, keys, values, hdr]
+
+
+def _arange(n: int) -> pa.Array:
+    """0, 1, ..., n - 1 as int32, computed by Arrow."""
+    return pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int32()), n)), 1)
+
+
+def _header_lists(blobs: pa.Array) -> pa.Array:
+    rows = []
+    for blob in blobs.to_pylist():
+        try:
+            rows.append([{"name": k, "value": v} for k, v in decode_headers(blob)] if blob else None)
+        except (FrameError, struct.error, UnicodeDecodeError) as exc:
+            raise FrameError("bad_headers", str(exc)) from exc
+    return pa.array(rows, HEADERS_TYPE)
+
+
+def _from_buffer(type_: pa.DataType, n: int, values: array[int]) -> pa.Array:
+    return pa.Array.from_buffers(type_, n, [None, pa.py_buffer(values)])
+
+
+def _binary(n: int, lens: array[int], data: pa.Buffer) -> pa.Array:
+    """n binary values of lengths `lens`, end to end in `data`."""
+    ends = pc.cumulative_sum_checked(_from_buffer(pa.int32(), n, lens))
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), ends])
+    return pa.Array.from_buffers(pa.binary(), n, [None, offsets.buffers()[1], data])
+
+
 def to_table(records: Sequence[Record], decoder: TopicDecoder | None, *, threads: bool = False) -> pa.Table:
     """One Arrow table for `records` (any order; usually one chunk of one partition)."""
-    cols = record_arrays(records)
+    return _with_decoded(record_arrays(records), decoder, threads)
+
+
+def slices_to_table(slices: Sequence[FrameSlice], partition: int, decoder: TopicDecoder | None, *,
+                    threads: bool = False, by_key: bool = False) -> pa.Table:
+    """`to_table` for the records of `Log.read_columns` (the tierer's path); `by_key` as in `slice_arrays`."""
+    return _with_decoded(slice_arrays(slices, partition, by_key=by_key), decoder, threads)
+
+
+def _with_decoded(cols: list[pa.Array], decoder: TopicDecoder | None, threads: bool) -> pa.Table:
     names = list(RECORD_COLUMNS)
+    n = len(cols[1])
     if decoder is None or decoder.spec.kind == "raw":
-        cols.append(pa.nulls(len(records), pa.string()))
+        cols.append(pa.nulls(n, pa.string()))
         return pa.Table.from_arrays(cols, names=names)
-    values = list(map(_value, records))
-    typed, errors = decode_columns(values, decoder, threads=threads)
-    cols.append(pa.array(errors, pa.string()))
+    typed, errors = decode_columns(cols[5], decoder, threads=threads)
+    cols.append(pa.nulls(n, pa.string()) if errors.count(None) == n else pa.array(errors, pa.string()))
     for name, arr in typed:
         names.append(name)
         cols.append(arr)
@@ -103,14 +214,22 @@ def to_table(records: Sequence[Record], decoder: TopicDecoder | None, *, threads
 # -- decoded columns -------------------------------------------------------------------------------------------------
 
 
-def decode_columns(values: list[bytes], decoder: TopicDecoder, *, threads: bool = False
+def decode_columns(values: Sequence[bytes] | pa.Array, decoder: TopicDecoder, *, threads: bool = False
                    ) -> tuple[list[tuple[str, pa.Array]], list[str | None]]:
-    """(typed columns, decode error per row) for payloads `values`."""
+    """(typed columns, decode error per row) for payloads `values` (bytes, or an Arrow binary array)."""
     if decoder.spec.kind == "json":
-        fast = _json_fast(values, decoder, threads)
+        arr = values if isinstance(values, pa.Array) else pa.array(values, pa.binary())
+        fast = _json_lines(arr, threads)
         if fast is not None:
             return fast
-    return per_record(values, decoder.decode)
+        fast = _json_fast(_pylist(values), decoder, threads)
+        if fast is not None:
+            return fast
+    return per_record(_pylist(values), decoder.decode)
+
+
+def _pylist(values: Sequence[bytes] | pa.Array) -> list[bytes]:
+    return values.to_pylist() if isinstance(values, pa.Array) else list(values)
 
 
 def per_record(values: Sequence[bytes], decode: Decode) -> tuple[list[tuple[str, pa.Array]], list[str | None]]:
@@ -157,6 +276,45 @@ def typed_array(values: list[Any]) -> pa.Array:
                     pa.string())
 
 
+def _json_lines(values: pa.Array, threads: bool) -> tuple[list[tuple[str, pa.Array]], list[str | None]] | None:
+    """The fast path when every payload is plainly one JSON object, checked without a Python object per payload:
+    each payload starts with "{" and ends with "}" and holds no line break, and Arrow reads exactly one row per
+    line. That is enough: a line that ends inside an object cannot be continued by a line starting with "{" (the
+    reader fails), so every line holds at least one whole object, and n objects on n lines is one each. What is
+    left is where Arrow's parser is laxer than the gateway's decoder: NaN and Infinity literals, caught by looking
+    for them in the float columns. None: not plainly JSON objects; `_json_fast` checks each payload and decides."""
+    n = len(values)
+    if n == 0 or values.null_count or pc.min(pc.binary_length(values)).as_py() < 2:
+        return None
+    if not (pc.all(pc.starts_with(values, "{")).as_py() and pc.all(pc.ends_with(values, "}")).as_py()):
+        return None
+    if _has_line_break(values):
+        return None
+    buf = pc.binary_join_element_wise(values, b"", b"\n").buffers()[2].to_pybytes()
+    table = _read_json(buf, threads, None)
+    if table is None or table.num_rows != n:
+        return None
+    cols = _typed_columns(table, buf, threads, n)
+    if cols is None:
+        return None
+    for _, arr in cols:
+        if pa.types.is_floating(arr.type) and not pc.all(pc.is_finite(arr)).as_py():
+            return None  # NaN or Infinity: not JSON to the gateway's decoder
+    return cols, [None] * n
+
+
+def _has_line_break(values: pa.Array) -> bool:
+    """Whether any of the binary `values` holds a CR or LF: two memchr scans over their bytes, no copy per value."""
+    n = len(values)
+    offsets = pa.Array.from_buffers(pa.int32(), n + 1, [None, values.buffers()[1]], offset=values.offset)
+    lo, hi = offsets[0].as_py(), offsets[n].as_py()
+    data = values.buffers()[2]
+    if data is None or hi == lo:
+        return False
+    raw: bytes = data.slice(lo, hi - lo).to_pybytes()
+    return raw.find(b"\n") >= 0 or raw.find(b"\r") >= 0
+
+
 def _json_fast(values: list[bytes], decoder: TopicDecoder, threads: bool
                ) -> tuple[list[tuple[str, pa.Array]], list[str | None]] | None:
     """Arrow's JSON reader over the newline-joined payloads, or None where it would not match `per_record`."""
@@ -188,6 +346,21 @@ def _json_fast(values: list[bytes], decoder: TopicDecoder, threads: bool
     rows = len(good) if good is not None else n
     if table.num_rows != rows:
         return None
+    cols = _typed_columns(table, buf, threads, rows)
+    if cols is None:
+        return None
+    if good is not None:
+        index: list[int | None] = [None] * n
+        for j, i in enumerate(good):
+            index[i] = j
+        take = pa.array(index, pa.int64())
+        cols = [(name, arr.take(take)) for name, arr in cols]
+    return cols, errors
+
+
+def _typed_columns(table: pa.Table, buf: bytes, threads: bool, rows: int) -> list[tuple[str, pa.Array]] | None:
+    """The decoder's columns from what Arrow read: timestamps back to text, nested objects flattened with ".",
+    scalars only. None where that would not match the per-record decoder."""
     stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
     if stamps:  # Arrow infers ISO 8601 strings as timestamps; the decoder keeps them as text
         table = _read_json(buf, threads, pa.schema([(s, pa.string()) for s in stamps]))
@@ -201,14 +374,7 @@ def _json_fast(values: list[bytes], decoder: TopicDecoder, threads: bool
         return None  # lists (the decoder writes them as JSON text) and anything unusual
     if len(set(table.column_names)) != table.num_columns:
         return None
-    cols = [(column_name(name), table.column(name).combine_chunks()) for name in table.column_names]
-    if good is not None:
-        index: list[int | None] = [None] * n
-        for j, i in enumerate(good):
-            index[i] = j
-        take = pa.array(index, pa.int64())
-        cols = [(name, arr.take(take)) for name, arr in cols]
-    return cols, errors
+    return [(column_name(name), table.column(name).combine_chunks()) for name in table.column_names]
 
 
 def _read_json(buf: bytes, threads: bool, strings: pa.Schema | None) -> pa.Table | None:

@@ -2,7 +2,7 @@
 
 Per partition that is `[max(log_start, tiered_upto), high watermark)`: everything below `tiered_upto` belongs to
 the cold tier (even where cold retention has expired it), everything from it on to the hot log, so each offset is
-read from exactly one side. The records go through the same `to_table` as tiering, so hot and cold rows have the
+read from exactly one side. The records go through the same `slices_to_table` as tiering, so hot and cold rows have the
 same columns and types for the same payloads.
 """
 
@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ..errors import OffsetOutOfRangeError
 from ..log import Log
-from .arrowize import RECORD_SCHEMA, to_table
+from .arrowize import RECORD_SCHEMA, slices_to_table
 from .manifest import Manifest, TopicDecoder
 
 CHUNK = 65_536
@@ -37,15 +37,15 @@ def hot_batches(log: Log, manifest: Manifest, topic: str, decoder: TopicDecoder 
         offset = start
         while offset < end:
             try:
-                recs = log.read(topic, partition, offset, max_records=chunk, max_bytes=1 << 40, upto=end)
+                slices = log.read_columns(topic, partition, offset, max_records=chunk, upto=end)
             except OffsetOutOfRangeError as exc:
                 if exc.start > offset:  # retention moved the start: those offsets were tiered meanwhile
                     raise
                 break
-            if not recs:
+            if not slices:
                 break
-            yield to_table(recs, decoder)
-            offset = recs[-1].offset + 1
+            yield slices_to_table(slices, partition, decoder)
+            offset = slices[-1].next_offset
 
 
 def hot_tables(log: Log, manifest: Manifest, topic: str, decoder: TopicDecoder | None) -> list[pa.Table]:

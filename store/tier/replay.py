@@ -31,7 +31,7 @@ from ..cursors import CursorPosition
 from ..errors import OffsetOutOfRangeError
 from ..log import Log
 from . import layout
-from .arrowize import RECORD_COLUMNS, RECORD_SCHEMA, TS_TYPE, record_arrays
+from .arrowize import RECORD_COLUMNS, RECORD_SCHEMA, TS_TYPE, slice_arrays
 from .errors import ReplayError
 from .manifest import Manifest
 
@@ -126,14 +126,14 @@ def hot_tables(log: Log, topic: str, partition: int, start: int, end: int, rng: 
     offset = start
     while offset < end:
         try:
-            recs = log.read(topic, partition, offset, max_records=chunk, max_bytes=64 << 20, upto=end)
+            slices = log.read_columns(topic, partition, offset, max_records=chunk, upto=end)
         except OffsetOutOfRangeError as exc:
             raise ReplayError(f"{topic}/{partition}: offsets from {offset} are gone from the hot log (it now "
                               f"starts at {exc.start}) and were not tiered; replay from {exc.start} on") from None
-        if not recs:
+        if not slices:
             return
-        table = _time_filter(pa.Table.from_arrays(record_arrays(recs), schema=SCHEMA), rng)
-        offset = recs[-1].offset + 1
+        table = _time_filter(pa.Table.from_arrays(slice_arrays(slices, partition), schema=SCHEMA), rng)
+        offset = slices[-1].next_offset
         if table.num_rows:
             yield table
 

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import pyarrow.compute as pc
+
 from ..cursors import CursorPosition
 from ..errors import DataDirLockedError, OffsetOutOfRangeError
 from ..fs import OsFileSystem
@@ -34,11 +36,11 @@ from ..log import Log
 from ..partition import Partition
 from . import coldplan, compact, layout
 from . import manifest as mf
-from .arrowize import to_table
+from .arrowize import slices_to_table
 from .coldplan import ColdRetention
 from .errors import TierBusyError, TierConflictError
 from .manifest import DecoderSpec, Manifest, TierFile, TopicDecoder
-from .parquet import ParquetOptions, PendingFile, day_groups, publish, sort_for_compression
+from .parquet import ParquetOptions, PendingFile, day_groups, publish
 from .stats import PartitionBacklog, TierStatistics, backlog
 
 log = logging.getLogger("edgestream.store.tier")
@@ -261,17 +263,15 @@ class Tierer:
             offset = start
             while offset < end:
                 t0 = time.monotonic()
-                recs = self.log.read(topic, p.index, offset, max_records=opts.row_group_rows, max_bytes=1 << 40,
-                                     upto=end)
-                if not recs:
+                slices = self.log.read_columns(topic, p.index, offset, max_records=opts.row_group_rows, upto=end)
+                if not slices:
                     break
-                offset = recs[-1].offset + 1
-                table = to_table(recs, decoder, threads=self.settings.threads)
-                rows += len(recs)
-                payload += sum(map(len, (r.value for r in recs)))
+                offset = slices[-1].next_offset
+                table = slices_to_table(slices, p.index, decoder, threads=self.settings.threads, by_key=True)
+                rows += table.num_rows
+                payload += pc.sum(pc.binary_length(table.column("value"))).as_py() or 0
                 errors += table.num_rows - table.column("decode_error").null_count
                 for day, part in day_groups(table):
-                    part = sort_for_compression(part)
                     current = open_files.get(day)
                     fitted = current.fits(part) if current is not None else None
                     if current is None or fitted is None:  # a new day, or a schema the open file cannot hold
@@ -406,8 +406,6 @@ class _Stopped(Exception):
 
 
 def _min_offset(table: object) -> int:
-    import pyarrow.compute as pc
-
     value = pc.min(table.column("offset")).as_py()  # type: ignore[attr-defined]
     assert isinstance(value, int)
     return value
