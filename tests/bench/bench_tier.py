@@ -1,8 +1,9 @@
 """The cold tier: tiering rate and size, GROUP BY and time-range queries over 10 M rows, peak RSS.
 
 - Tiering: sealed segments of simulated sensor JSON (edge.simulate.telemetry, ~120 B) -> Parquet through the
-  real Tierer on one thread (as inside the gateway, cpu_share 1.0). Baseline: reading the same records back
-  with `Log.read` (what tiering cannot go below).
+  real Tierer on one thread (as inside the gateway, cpu_share 1.0). Baseline: pyarrow alone turning the same
+  payloads, as a JSON Lines file, into one Parquet file (read_json on one thread, write_table with zstd): the
+  conversion without the log, the record columns, the key sort, the manifest or any fsync.
 - Size: Parquet bytes per raw JSON byte (the raw payload is kept in the `value` column).
 - Queries: 10 M rows in the tier (the tiered files repeated with new offsets and times through the tier's own
   writer), through `QuerySession` (DuckDB 2 threads, memory limit 256 MB). Baseline: DuckDB over the same
@@ -64,20 +65,15 @@ def _tier(path: str) -> tuple[float, int, int, int]:
     return took, st.rows_tiered, st.bytes_written, st.payload_bytes_read
 
 
-def _read_all(path: str) -> tuple[float, int]:
-    log = Log.open(path, readonly=True)
-    try:
-        p = log.partition("telemetry", 0)
-        end = p.segments[-1].base_offset
-        t0 = time.perf_counter()
-        off = n = 0
-        while off < end:
-            recs = log.read("telemetry", 0, off, max_records=131_072, max_bytes=1 << 40, upto=end)
-            n += len(recs)
-            off = recs[-1].offset + 1
-        return time.perf_counter() - t0, n
-    finally:
-        log.close()
+def _pyarrow_jsonl_to_parquet(jsonl: str, out: str) -> tuple[float, int]:
+    """(seconds, rows) of the baseline: one JSON Lines file -> one Parquet file, pyarrow on one thread."""
+    import pyarrow.json as pa_json
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    table = pa_json.read_json(jsonl, read_options=pa_json.ReadOptions(use_threads=False, block_size=16 << 20))
+    pq.write_table(table, out, compression="zstd")
+    return time.perf_counter() - t0, table.num_rows
 
 
 def _grow_tier(src: str, dst: str, rows: int) -> int:
@@ -186,11 +182,15 @@ def run(ctx: BenchContext) -> list[Row]:
         return n / took
 
     rate, rate_runs = median_runs(tier_once, runs)
-    read_rate, _ = median_runs(lambda: (lambda t, n: n / t)(*_read_all(src)), runs)
     n, pbytes, raw = results[-1]
+    same = os.path.join(work, "tiered.jsonl")
+    with open(same, "wb") as f:
+        f.write(b"\n".join(payloads[:n]) + b"\n")
+    base_rate, _ = median_runs(lambda: (lambda t, k: k / t)(*_pyarrow_jsonl_to_parquet(same, same + ".parquet")),
+                               runs)
     rows.append(Row(AREA, f"tiering rate, {n:,} sensor JSON rows (~{raw // max(1, n)} B), one thread", rate,
-                    "rows/s", rate_runs, CMD, "Log.read of the same records", read_rate, ">= 500,000 rows/s",
-                    rate >= 500_000))
+                    "rows/s", rate_runs, CMD, "pyarrow alone: the same payloads as JSONL -> Parquet, one thread",
+                    base_rate, ">= 500,000 rows/s", rate >= 500_000))
     rows.append(Row(AREA, "Parquet size / raw JSON size (raw payload kept)", pbytes / raw, "bytes/byte",
                     [r[1] / r[2] for r in results], CMD, target="<= 0.10", met=pbytes / raw <= 0.10,
                     notes=f"{pbytes / n:.1f} B/row in Parquet for {raw / n:.0f} B of JSON"))
