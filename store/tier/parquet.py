@@ -37,6 +37,7 @@ _CRC_CHUNK = 4 << 20
 @dataclass(frozen=True, slots=True)
 class ParquetOptions:
     row_group_rows: int = 131_072
+    row_group_bytes: int = 24 << 20  # and at most this many payload bytes (large records: bounded memory)
     compression_level: int = 3
     value_compression_level: int = 1
 

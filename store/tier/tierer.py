@@ -23,9 +23,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..cursors import CursorPosition
@@ -34,6 +36,7 @@ from ..fs import OsFileSystem
 from ..lock import DataDirLock
 from ..log import Log
 from ..partition import Partition
+from ..reads import FrameSlice
 from . import coldplan, compact, layout
 from . import manifest as mf
 from .arrowize import slices_to_table
@@ -60,7 +63,7 @@ class TierSettings:
     compact_small_bytes: int = 4 * MiB
     compact_max_bytes: int = 64 * MiB
     cpu_share: float = 0.5  # at most this fraction of one core, averaged over a segment
-    threads: bool = False  # let Arrow's JSON reader use its thread pool (the CLI; not inside the gateway)
+    threads: bool = False  # build the next chunk on a second thread while writing (the CLI; not in the gateway)
 
     def retention_for(self, topic: str) -> ColdRetention:
         return self.topic_retention.get(topic, self.retention)
@@ -259,15 +262,10 @@ class Tierer:
         open_files: dict[str, PendingFile] = {}
         finished: list[PendingFile] = []
         rows = payload = errors = 0
+        chunks = self._chunks(topic, p.index, start, end, decoder)
         try:
-            offset = start
-            while offset < end:
-                t0 = time.monotonic()
-                slices = self.log.read_columns(topic, p.index, offset, max_records=opts.row_group_rows, upto=end)
-                if not slices:
-                    break
-                offset = slices[-1].next_offset
-                table = slices_to_table(slices, p.index, decoder, threads=self.settings.threads, by_key=True)
+            t0 = time.monotonic()
+            for table in chunks:
                 rows += table.num_rows
                 payload += pc.sum(pc.binary_length(table.column("value"))).as_py() or 0
                 errors += table.num_rows - table.column("decode_error").null_count
@@ -286,6 +284,7 @@ class Tierer:
                 self._pace(time.monotonic() - t0)
                 if self.stopping.is_set():
                     raise _Stopped
+                t0 = time.monotonic()
             finished.extend(open_files.values())
             now = self.wall_ms()
             entries = [f.finish(now) for f in finished]
@@ -300,6 +299,8 @@ class Tierer:
             for f in [*finished, *open_files.values()]:
                 f.abandon()
             raise
+        finally:
+            chunks.close()
         with self._stats_lock:
             self.c.rows += rows
             self.c.topic_rows[topic] = self.c.topic_rows.get(topic, 0) + rows
@@ -307,6 +308,42 @@ class Tierer:
             self.c.decode_errors += errors
             self.c.bytes_written += sum(e.bytes for e in entries)
         return entries
+
+    def _chunks(self, topic: str, partition: int, start: int, end: int, decoder: TopicDecoder | None
+                ) -> Generator[pa.Table, None, None]:
+        """Offsets [start, end) as tables of about `row_group_rows` rows or `row_group_bytes`, sorted by key.
+        With `threads` (the CLI) the next table is built on a second thread while the caller writes this one:
+        reading JSON and writing Parquet run in Arrow's C++ without the GIL, so a second core takes ~1/3 off
+        (measured on segments of several chunks; a segment of one chunk gains nothing)."""
+        def read(offset: int) -> list[FrameSlice]:
+            if offset >= end:
+                return []
+            opts = self.settings.parquet
+            return self.log.read_columns(topic, partition, offset, max_records=opts.row_group_rows,
+                                         max_bytes=opts.row_group_bytes, upto=end)
+
+        def build(slices: list[FrameSlice]) -> pa.Table:
+            return slices_to_table(slices, partition, decoder, by_key=True)
+
+        slices = read(start)
+        if not self.settings.threads:
+            while slices:
+                yield build(slices)
+                slices = read(slices[-1].next_offset)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="edgestream-tier-build") as pool:
+            pending = pool.submit(build, slices) if slices else None
+            while pending is not None:
+                slices = read(slices[-1].next_offset)
+                after = pool.submit(build, slices) if slices else None
+                try:
+                    table = pending.result()
+                except BaseException:
+                    if after is not None:
+                        after.cancel()
+                    raise
+                pending = after
+                yield table
 
     def _pace(self, worked: float) -> None:
         share = self.settings.cpu_share

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from edgestream.edge.decoders import decode_json
@@ -15,6 +16,7 @@ from edgestream.store.tier import layout
 from edgestream.store.tier import manifest as mf
 from edgestream.store.tier.coldplan import ColdRetention
 from edgestream.store.tier.manifest import DecoderSpec, TopicDecoder
+from edgestream.store.tier.parquet import ParquetOptions
 from edgestream.store.tier.query import QuerySession
 from edgestream.store.tier.testing import all_records, append_payloads
 from edgestream.store.tier.tierer import CURSOR, Tierer, TierSettings
@@ -171,4 +173,55 @@ def test_a_recreated_topic_is_not_mixed_with_the_old_one(tmp_path: str, clock: l
         (conflict,) = tierer.statistics().conflicts
         assert "recreated" in conflict
     assert mf.load(log.fs, log.data_dir).tiered_upto("t", 0) == 5
+    log.close()
+
+
+def _three_segments(log: Log, clock: list[int]) -> None:
+    log.create_topic("t", TopicConfig(partitions=1, segment_ms=1000, retention_ms=None))
+    for seg in range(3):
+        payloads = [b'{"sensor": "s%d", "v": %d.5, "seg": %d}' % (i % 7, i, seg) for i in range(1000)]
+        append_payloads(log, "t", 0, payloads, ts0=DAY1 + seg, key=lambda i, v: v[12:14], batch=37)
+        advance_segment(log, clock)
+    append_payloads(log, "t", 0, [b"{}"], ts0=DAY1)  # seals the third
+
+
+def test_the_two_thread_build_writes_the_same_files(tmp_path: str, clock: list[int]) -> None:
+    """`tier run` builds the next chunk while writing this one: the files are exactly those of one thread."""
+    contents = []
+    for threads in (False, True):
+        log = open_log(os.path.join(str(tmp_path), str(threads)), clock)
+        _three_segments(log, clock)
+        settings = TierSettings(compact=False, threads=threads, parquet=ParquetOptions(row_group_rows=300))
+        with Tierer(log, JSON, settings) as tierer:
+            assert tierer.run_once() == 3
+            files = {f.path: pq.read_table(os.path.join(tierer.root, f.path)) for f in tierer.manifest.files}
+        assert sum(t.num_rows for t in files.values()) == 3000
+        contents.append({path: (t.schema, t.to_pylist()) for path, t in files.items()})
+        log.close()
+    assert contents[0] == contents[1]
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_a_stop_while_building_leaves_nothing_and_the_next_run_tiers_all(tmp_path: str, clock: list[int],
+                                                                         threads: bool) -> None:
+    log = open_log(str(tmp_path), clock)
+    _three_segments(log, clock)
+    calls = [0]
+    tierer: Tierer
+
+    def decode(payload: bytes) -> dict[str, object]:  # the per-record path; stops the tierer mid-segment
+        calls[0] += 1
+        if calls[0] == 1500:
+            tierer.stopping.set()
+        return decode_json(payload)
+
+    slow = {"t": TopicDecoder(DecoderSpec("csv", ("x",)), decode)}
+    settings = TierSettings(compact=False, threads=threads, parquet=ParquetOptions(row_group_rows=300))
+    with Tierer(log, slow, settings) as tierer:
+        assert tierer.run_once() == 1  # the first segment; the stop came in the second
+        assert [f.last_offset for f in tierer.manifest.files] == [999]
+        assert layout.walk_files(tierer.root) == [f.path for f in tierer.manifest.files]  # no temp file left
+    with Tierer(log, JSON, TierSettings(compact=False, threads=threads)) as tierer:
+        assert tierer.run_once() == 2
+    assert sql(log, 'SELECT count(*), count(DISTINCT "offset") FROM t') == [(3001, 3001)]
     log.close()
