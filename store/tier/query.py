@@ -25,6 +25,7 @@ snapshot (`run_query`).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ def check_sql(sql: str) -> str:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryFailedError(type(exc).__name__, _first_line(exc)) from None
+        raise QueryFailedError(type(exc).__name__, _first_line(exc) + _reserved_hint(sql)) from None
     if not statements:
         raise QueryRefusedError("the SQL holds no statement")
     if len(statements) > 1:
@@ -211,6 +212,14 @@ class QuerySession:
     def describe(self, topic: str) -> list[tuple[str, str]]:
         assert self.con is not None
         return [(r[0], r[1]) for r in self.con.execute(f"DESCRIBE {_quote_ident(topic)}").fetchall()]
+
+
+_OFFSET = re.compile(r'(?<!["\w.])offset(?!["\w])\s*(?:[,)=<>!]|from\b|as\b|\+|-)', re.IGNORECASE)
+
+
+def _reserved_hint(sql: str) -> str:
+    """A syntax error from the column `offset` (a reserved word in SQL) used bare: say how to write it."""
+    return '; the column offset must be quoted: "offset" (OFFSET is an SQL keyword)' if _OFFSET.search(sql) else ""
 
 
 def map_error(exc: BaseException) -> Exception:

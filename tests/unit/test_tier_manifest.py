@@ -117,3 +117,16 @@ def test_everything_else_is_refused_with_the_reason(sql: str, why: str) -> None:
 
     with pytest.raises(QueryRefusedError, match=why):
         check_sql(sql)
+
+
+@pytest.mark.parametrize(("sql", "hint"), [
+    ("SELECT offset, ts FROM t", True), ("SELECT max(offset) FROM t", True), ("SELECT * FROM t WHERE offset > 5", True),
+    ("SELECT * FROM t LIMIT 5 OFFSET", False), ("SELECT FROM WHERE", False),
+])
+def test_a_bare_offset_column_gets_a_hint_to_quote_it(sql: str, hint: bool) -> None:
+    from edgestream.store.tier.errors import QueryFailedError
+    from edgestream.store.tier.query import check_sql
+
+    with pytest.raises(QueryFailedError) as info:
+        check_sql(sql)
+    assert ('"offset"' in str(info.value)) is hint
