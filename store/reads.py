@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_right
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple, TypeVar
 
 from .errors import CorruptFrameError, OffsetOutOfRangeError
 from .frame import BodyColumns, FrameError, FrameHeader, Record, body_columns, decode_body
 from .segment import SEGMENT_HEADER_SIZE, BodyReader, Segment
 from .state import PartitionState
+
+_T = TypeVar("_T")
 
 
 class FrameSlice(NamedTuple):
@@ -62,20 +64,28 @@ class PartitionReads:
         that fails its checks (the scrub quarantines its segment). Offsets lost to a quarantined segment are
         skipped (the gap is in the partition's statistics).
         """
-        for attempt in range(3):
+        return self._retrying(offset, lambda: self._read(offset, max_records, max_bytes, upto))
+
+    def _retrying(self, offset: int, attempt: Callable[[], _T]) -> _T:
+        """Retention may delete a segment between the snapshot and its pread: read again on a new snapshot."""
+        for n in range(3):
             try:
-                return self._read(offset, max_records, max_bytes, upto)
+                return attempt()
             except FileNotFoundError:
-                if attempt == 2:  # retention keeps deleting under us: report the new start
+                if n == 2:  # retention keeps deleting under us: report the new start
                     raise OffsetOutOfRangeError(self.topic, self.index, offset, self.state.log_start,
                                                 self.high_watermark) from None
         raise AssertionError("unreachable")
 
-    def _read(self, offset: int, max_records: int, max_bytes: int, upto: int | None) -> list[Record]:
+    def _bounds(self, offset: int, upto: int | None) -> tuple[list[Segment], list[tuple[int, int]], int]:
+        """A snapshot (segments, gaps) and the end of what may be read, after checking `offset` is in range."""
         segments, hw, gaps = self._snapshot()
-        limit = hw if upto is None else min(hw, upto)
         if offset < self.state.log_start or offset > hw:
             raise OffsetOutOfRangeError(self.topic, self.index, offset, self.state.log_start, hw)
+        return segments, gaps, hw if upto is None else min(hw, upto)
+
+    def _read(self, offset: int, max_records: int, max_bytes: int, upto: int | None) -> list[Record]:
+        segments, gaps, limit = self._bounds(offset, upto)
         out: list[Record] = []
         nbytes = 0
         for raw_len, recs in self._iter_from(segments, gaps, offset, limit):
@@ -107,20 +117,10 @@ class PartitionReads:
         """`read` for column builders: the frames holding acknowledged records from `offset` on, as decoded bodies
         and the range of each frame's records wanted, with no Python object per record. Stops after the frame
         that reaches `max_records` records or `max_bytes` body bytes. Same errors as `read`."""
-        for attempt in range(3):
-            try:
-                return self._read_columns(offset, max_records, max_bytes, upto)
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise OffsetOutOfRangeError(self.topic, self.index, offset, self.state.log_start,
-                                                self.high_watermark) from None
-        raise AssertionError("unreachable")
+        return self._retrying(offset, lambda: self._read_columns(offset, max_records, max_bytes, upto))
 
     def _read_columns(self, offset: int, max_records: int, max_bytes: int, upto: int | None) -> list[FrameSlice]:
-        segments, hw, gaps = self._snapshot()
-        limit = hw if upto is None else min(hw, upto)
-        if offset < self.state.log_start or offset > hw:
-            raise OffsetOutOfRangeError(self.topic, self.index, offset, self.state.log_start, hw)
+        segments, gaps, limit = self._bounds(offset, upto)
         out: list[FrameSlice] = []
         count = nbytes = 0
         for seg, pos, h, body, lo, hi in self._frames_from(segments, gaps, offset, limit):
