@@ -70,7 +70,10 @@ def tier() -> None:
               help="Pace tiering to this share of one core.")
 @click.pass_context
 def run(ctx: click.Context, config_path: str | None, watch: bool, interval: float | None, cpu_share: float) -> None:
-    """Tier sealed segments now (then cold retention and compaction)."""
+    """Tier sealed segments now (then cold retention and compaction).
+
+    Builds the next chunk of rows on a second thread while it writes the current one; --cpu-share paces the
+    whole run. Refused while the gateway's own tierer holds the data dir."""
     tierpkg.require()
     from ...store.tier.tierer import Tierer
 
