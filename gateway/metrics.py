@@ -89,7 +89,9 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily("edgestream_ready", "1 once recovery is done and sources run; 0 while starting "
                                 "or stopping.", value=1.0 if gw.ready else 0.0)
         yield CounterMetricFamily("edgestream_config_reloads_total", "Successful SIGHUP reloads.", value=gw.reloads)
-        yield CounterMetricFamily("edgestream_config_reload_errors_total", "Reloads refused (bad config).",
+        yield CounterMetricFamily("edgestream_config_reload_errors_total",
+                                  "Reloads refused (bad config) or not fully applied (a mirror target or the tierer "
+                                  "could not start).",
                                   value=gw.reload_errors)
         yield GaugeMetricFamily("edgestream_tier_available", "1 if the Parquet tier extra (pyarrow, duckdb) is "
                                 "installed.", value=1.0 if gw.tier_available else 0.0)

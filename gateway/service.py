@@ -11,7 +11,11 @@ SIGTERM / SIGINT (`stop`), within `gateway.shutdown_timeout_s`:
   3. the mirror persists its cursors; the log marks every partition clean and releases the lock; exit 0.
 SIGHUP (`reload`): re-read the config; sources that were removed or changed stop the same careful way, new ones
 start, routes switch atomically. Nothing acknowledged is lost or duplicated by a reload: a stopping source acks
-only what the log acknowledged, and what it did not ack its sender still has.
+only what the log acknowledged, and what it did not ack its sender still has. Then `[mirror]` and `[tier]`: each
+target or the tierer that changed is stopped the way SIGTERM stops it and started again (a mirror target re-sends
+what Kafka had not confirmed: at least once), settings read at every turn (the bandwidth cap, priorities) are
+applied in place, unchanged ones are left alone (mirror.reload_mirror, tiering.reload_tierer). One reload runs at a
+time. A mirror target or tierer that cannot start is logged and counted in `reload_errors`; the rest still applies.
 """
 
 from __future__ import annotations
@@ -78,6 +82,11 @@ class Gateway:
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
         self._last_status = ""
+        self._reload_lock = asyncio.Lock()
+        # The mirror and tier objects the HTTP API bound its routes to (aiohttp's routes are fixed once it runs):
+        # kept when a reload stops them, so a later reload that starts them again uses the same objects.
+        self._mirror_object: Any = None
+        self._tier_object: Any = None
         self.heartbeat: Any = None  # sdnotify.Heartbeat, set by the status loop
 
     # -- what metrics and the API read -----------------------------------------------------------------------------
@@ -136,6 +145,7 @@ class Gateway:
             from .tiering import start_tierer
 
             self.tierer = await start_tierer(self)
+        self._mirror_object, self._tier_object = self.mirror, self.tierer
 
     def _ensure_topics(self) -> None:
         assert self.log is not None
@@ -222,7 +232,18 @@ class Gateway:
     # -- reload ------------------------------------------------------------------------------------------------------
 
     async def reload(self, path: str | None = None) -> bool:
-        """SIGHUP: apply source and route changes. A bad config is refused and the old one stays."""
+        """SIGHUP: apply source, route, `[mirror]` and `[tier]` changes. A config that does not load is refused and
+        the old one stays; a mirror target or tierer that cannot start is logged and counted as a reload error while
+        the rest of the new config applies. Returns whether everything applied."""
+        async with self._reload_lock:
+            if self._stopping:
+                return False
+            if not self.ready:  # start() is still opening the log or starting the mirror: nothing to apply to yet
+                log.warning("SIGHUP while starting: ignored; send it again once the gateway is ready")
+                return False
+            return await self._reload(path)
+
+    async def _reload(self, path: str | None) -> bool:
         try:
             new = gwconfig.load(path or self.config.path)
         except GatewayError as exc:
@@ -241,9 +262,37 @@ class Gateway:
         for name, spec in new_specs.items():
             if name not in self._sources:
                 self._start_source(spec)
+        applied, failed = await self._reload_extensions()
+        summary = f"{len(changed)} sources restarted or removed, {len(self._sources)} running" + \
+            "".join(f"; {a}" for a in applied)
+        if failed:
+            self.reload_errors += 1
+            log.error("config reloaded with errors (%s); NOT applied:\n%s", summary, "\n".join(failed))
+            return False
         self.reloads += 1
-        log.info("config reloaded: %d sources restarted or removed, %d running", len(changed), len(self._sources))
+        log.info("config reloaded: %s", summary)
         return True
+
+    async def _reload_extensions(self) -> tuple[list[str], list[str]]:
+        """`[mirror]` and `[tier]`, after sources and routes: neither changes what a sender has been acknowledged.
+        Returns what was done and what failed, one line each."""
+        applied: list[str] = []
+        failed: list[str] = []
+        if self.config.mirror or self.mirror is not None:
+            from .mirror import reload_mirror
+
+            self.mirror, result = await reload_mirror(self, self.mirror or self._mirror_object)
+            self._mirror_object = self.mirror or self._mirror_object
+            applied.append(result.describe())
+            failed.extend(result.errors)
+        if self.tier_available and (self.config.tier or self.tierer is not None):
+            from .tiering import reload_tierer
+
+            self.tierer, what, error = await reload_tierer(self, self.tierer or self._tier_object)
+            self._tier_object = self.tierer or self._tier_object
+            applied.extend([what] if what else [])
+            failed.extend([error] if error else [])
+        return applied, failed
 
     # -- stop --------------------------------------------------------------------------------------------------------
 
@@ -255,6 +304,10 @@ class Gateway:
         self.ready = False
         budget = self.config.gateway.shutdown_timeout_s
         deadline = time.monotonic() + budget
+        try:  # a reload under way finishes first: it may be between stopping a mirror target and starting it again
+            await asyncio.wait_for(self._reload_lock.acquire(), budget / 2)
+        except TimeoutError:
+            log.warning("stopping while a config reload is still under way")
         self.notifier.stopping("stopping: acknowledging what is durable")
         log.info("stopping: sources first")
         await asyncio.gather(*(self._stop_source(n, budget * 0.5) for n in list(self._sources)))

@@ -22,6 +22,11 @@ the HTTP routes `POST /query` (read-only SQL over hot + cold) and `GET /tier/sta
 
 This module imports without pyarrow/duckdb (config checks and `edgestream tier status` use it everywhere); the
 tier itself is imported when it starts. The service starts it only when the extra is installed.
+
+SIGHUP (`reload_tierer`): a `[tier]` section that appeared starts the tierer, one that is gone (or `enabled = false`)
+stops it, one that changed (or a topic's decoder that changed) restarts it; an unchanged one is left alone. A stop
+lets the running pass end at its next check (a half-built file is removed, the next pass builds it again), so
+nothing is tiered twice or skipped: the manifest says what is done.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..edge.decoders import decoder_for
+from ..store.errors import StoreError
 from ..store.tier.manifest import DecoderSpec, TopicDecoder
 from .config import GatewayConfig
-from .errors import ConfigFileError
+from .errors import ConfigFileError, GatewayError
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -104,6 +110,11 @@ def parse_config(config: GatewayConfig) -> TierConfig:
 def make_decoder(spec: DecoderSpec) -> TopicDecoder:
     """edge.decoders for a manifest's DecoderSpec (the store cannot import edge/)."""
     return TopicDecoder(spec, decoder_for(spec.kind, csv_columns=spec.csv_columns, csv_delimiter=spec.csv_delimiter))
+
+
+def decoder_specs(config: GatewayConfig) -> tuple[tuple[str, str, tuple[str, ...], str], ...]:
+    """What the tierer's decoders are made from, comparable: a reload restarts the tierer when it changes."""
+    return tuple((t.name, t.decoder, tuple(t.csv_columns), t.csv_delimiter) for t in config.topics)
 
 
 def decoders(config: GatewayConfig | None) -> dict[str, TopicDecoder]:
@@ -172,26 +183,42 @@ def json_value(v: Any) -> Any:
 # -- the service ---------------------------------------------------------------------------------------------------
 
 
+class TierStillRunningError(GatewayError):
+    """The previous tierer thread has not ended (a pass that does not reach a stop check): no second one may run."""
+
+    retriable = True
+
+
 class TierService:
-    """The tierer on its own thread, plus what the gateway's API and /metrics read from it."""
+    """The tierer on its own thread, plus what the gateway's API and /metrics read from it. A config reload stops
+    and starts the thread (`restart`); the object stays, so the HTTP routes bound to it at start keep answering."""
 
     def __init__(self, gw: Gateway, cfg: TierConfig) -> None:
         self.gw = gw
         self.cfg = cfg
         self.decoders = decoders(gw.config)
-        self.tierer: Tierer | None = None
+        self.decoder_specs = decoder_specs(gw.config)
+        self.tierer: Tierer | None = None  # None while stopped
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._query_gate = asyncio.Semaphore(1)  # one DuckDB query at a time: memory on a Pi
         self.queries: dict[str, int] = {"ok": 0, "refused": 0, "failed": 0}
 
+    @property
+    def running(self) -> bool:
+        return self.tierer is not None
+
     async def start(self) -> TierService:
         from ..store.tier.tierer import Tierer
 
         assert self.gw.log is not None
+        if self._thread is not None and self._thread.is_alive():
+            raise TierStillRunningError("the previous tiering thread has not stopped yet (a long pass); reload "
+                                        "again later, or restart the service")
         tierer = Tierer(self.gw.log, self.decoders, tier_settings(self.cfg), sleep=self._pause)
         await asyncio.to_thread(tierer.open)
         self.tierer = tierer
+        self._wake.clear()
         self._thread = threading.Thread(target=self._run, name="edgestream-tier", daemon=True)
         self._thread.start()
         log.info("tier: tiering %s every %.0f s into %s", ", ".join(self.cfg.topics or ["every topic"]),
@@ -219,18 +246,32 @@ class TierService:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self.tierer is None:
+        tierer = self.tierer
+        if tierer is None:
             return
-        self.tierer.stopping.set()
+        tierer.stopping.set()
         self._wake.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 30)
-        self.tierer.close()
+            if self._thread.is_alive():
+                log.error("tier: the tiering thread did not stop within 30 s; its files are checked at the next start")
+        tierer.close()
+        self.tierer = None
+
+    async def restart(self, cfg: TierConfig) -> TierService:
+        """A config reload: stop the thread (the pass ends at its next stop check), start one with `cfg` and the
+        topics' decoders as the gateway's config has them now."""
+        await self.stop()
+        self.cfg = cfg
+        self.decoders = decoders(self.gw.config)
+        self.decoder_specs = decoder_specs(self.gw.config)
+        return await self.start()
 
     # -- status and metrics -----------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        assert self.tierer is not None
+        if self.tierer is None:  # stopped by a reload; these routes stay bound to this object
+            return {"enabled": False}
         st = self.tierer.statistics()
         return {
             "enabled": True,
@@ -254,7 +295,8 @@ class TierService:
         }
 
     def status_fragment(self) -> str:
-        assert self.tierer is not None
+        if self.tierer is None:
+            return "tier stopped"
         st = self.tierer.statistics()
         return f"tier {st.files} files, backlog {sum(b.segments for b in st.backlog)} segments"
 
@@ -408,3 +450,44 @@ async def start_tierer(gw: Gateway) -> TierService | None:
         log.info("tier: [tier] enabled = false; not tiering")
         return None
     return await TierService(gw, cfg).start()
+
+
+async def reload_tierer(gw: Gateway, service: TierService | None) -> tuple[TierService | None, str, str]:
+    """SIGHUP: apply `gw.config.tier` to `service` (the running one, or the one an earlier reload stopped: the
+    HTTP routes were bound to it at start) or to a new one. Returns the service that tiers now (None: none), what
+    was done for the log line ("" when there is no tier either way) and what failed ("" when nothing did).
+
+    The new section is checked before anything stops: one that cannot be used leaves the running tierer as it is."""
+    running = service if service is not None and service.running else None
+    cfg: TierConfig | None = None
+    if gw.config.tier and gw.tier_available:
+        try:
+            cfg = parse_config(gw.config)
+        except ConfigFileError as exc:
+            keeps = "the running tierer keeps its settings" if running else "not tiering"
+            return running, "", f"[tier] not applied ({keeps}): {exc}"
+        if not cfg.enabled:
+            cfg = None
+    if cfg is None:
+        if running is None:
+            return None, "", ""
+        await running.stop()
+        log.info("tier: stopped by a config reload")
+        return None, "tier stopped", ""
+    if running is not None and running.cfg == cfg and running.decoder_specs == decoder_specs(gw.config):
+        return running, "tier unchanged", ""
+    if running is not None:
+        fields = [f for f in TierConfig.__struct_fields__ if getattr(running.cfg, f) != getattr(cfg, f)]
+        if running.decoder_specs != decoder_specs(gw.config):
+            fields.append("decoders")
+        what = f"tier restarted ({', '.join(fields)})"
+    else:
+        what = "tier started"
+    svc = service or TierService(gw, cfg)
+    try:
+        await svc.restart(cfg)
+    except Exception as exc:  # reported and counted by the gateway; ingestion and the mirror go on
+        expected = isinstance(exc, GatewayError | StoreError | OSError)
+        log.error("tier: could not start: %s", exc, exc_info=not expected)
+        return None, "", f"tier is NOT running: {exc}"
+    return svc, what, ""

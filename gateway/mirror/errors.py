@@ -77,6 +77,18 @@ class MirrorUnavailableError(MirrorError):
                          "or remove the [mirror] section")
 
 
+class TargetStillStoppingError(MirrorError):
+    """A reload asked a target's thread to stop and it has not yet (a stuck flush or close): no second thread may
+    run on its cursor, so the replacement waits for the next reload."""
+
+    retriable = True
+
+    def __init__(self, target: str) -> None:
+        super().__init__("its previous thread has not stopped yet (one thread per cursor); reload again once it "
+                         "has, or restart the service")
+        self.target = target
+
+
 class DeliveryError(MirrorError):
     """One record was not confirmed by Kafka. Treated as "possibly delivered": duplicates are allowed, gaps not."""
 

@@ -48,6 +48,16 @@ class TokenBucket:
         self.refill(now)
         return self.tokens
 
+    def set_rate(self, rate: float, burst: float, now: float) -> None:
+        """A new cap (a config reload): what was earned at the old rate is kept, up to the new burst, and a debt
+        stays a debt, so changing the cap never lets a burst through that neither cap would allow."""
+        if not self.unlimited:
+            self.refill(now)
+        self.rate = float(rate)
+        self.burst = float(max(burst, 1.0))
+        self.tokens = min(self.tokens, self.burst)
+        self._last = max(self._last, now)
+
     def take(self, nbytes: int) -> None:
         """Charge what was sent. May go negative: the debt is paid by waiting."""
         if not self.unlimited:

@@ -7,7 +7,7 @@ partition and reason only. `edgestream_mirror_paused{reason}` always has a serie
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -16,7 +16,9 @@ from .stats import TargetStatus
 PAUSE_REASONS = ("authorization", "authentication", "operator")
 
 
-def collect(statuses: Iterable[TargetStatus]) -> Iterator[Metric]:
+def collect(statuses: Iterable[TargetStatus],
+            reloads: Mapping[str, Mapping[str, int]] | None = None) -> Iterator[Metric]:
+    """`reloads`: per target, the config reloads applied to it by action (`restart`, `live`; Mirror.reloads)."""
     P = ["target", "topic", "partition"]
     lag = GaugeMetricFamily("edgestream_mirror_lag_records", "Records in the log that Kafka has not confirmed.",
                             labels=P)
@@ -68,6 +70,10 @@ def collect(statuses: Iterable[TargetStatus]) -> Iterator[Metric]:
                                    "(each restarts the producer).", labels=T)
     dead = CounterMetricFamily("edgestream_mirror_dead_letters", "Records Kafka refused for good, copied to the "
                                "dead-letter topic.", labels=["target", "topic"])
+    restarts = CounterMetricFamily("edgestream_mirror_reload_restarts", "Config reloads that stopped the target and "
+                                   "started it again from its cursor.", labels=T)
+    updates = CounterMetricFamily("edgestream_mirror_reload_updates", "Config reloads applied to the running target "
+                                  "in place (bandwidth cap, priorities, batch sizes, persist interval).", labels=T)
     for st in statuses:
         t = st.name
         for reason in sorted({*PAUSE_REASONS, st.paused_reason} - {""}):
@@ -81,6 +87,9 @@ def collect(statuses: Iterable[TargetStatus]) -> Iterator[Metric]:
         persists.add_metric([t], st.persists)
         persist_fail.add_metric([t], st.persist_failures)
         internal.add_metric([t], st.internal_errors)
+        counts = (reloads or {}).get(t, {})
+        restarts.add_metric([t], counts.get("restart", 0))
+        updates.add_metric([t], counts.get("live", 0))
         for reason, n in st.delivery_errors:
             errors.add_metric([t, reason], n)
         topics = {p.topic for p in st.partitions}
@@ -109,4 +118,4 @@ def collect(statuses: Iterable[TargetStatus]) -> Iterator[Metric]:
                 clamps.add_metric([*lv, reason], n)
     yield from (lag, lag_b, lag_s, oldest, drain, eta, acked, persisted, blocked, epoch_raise, sent, confirmed,
                 skipped, clamps, rewinds, paused, connected, in_flight, backoff, cap, sent_b, errors, recreations,
-                persists, persist_fail, internal, dead)
+                persists, persist_fail, internal, dead, restarts, updates)

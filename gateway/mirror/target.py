@@ -537,6 +537,17 @@ class TargetMirror(TurnThread):
         self.wake.set()
         return changes
 
+    def retune(self, settings: TargetSettings, mirror: MirrorSettings, dead_letters: Mapping[str, str]) -> None:
+        """A config reload that changed only what this thread reads at every turn (reload.LIVE_FIELDS): the cap,
+        the live share, batch sizes, priorities, the persist interval, dead-letter topics. The producer, the
+        cursors and what is in flight stay; the producer factory keeps the settings it was made with, which
+        agree with these on everything the producer is configured from."""
+        self.settings, self.mirror, self.dead_letters = settings, mirror, dict(dead_letters)
+        self.bucket.set_rate(settings.bandwidth_bytes_per_s, settings.burst, self.monotonic())
+        for part in self.parts:
+            part.mapping = settings.mapping(part.cursor.topic) or part.mapping
+        self.wake.set()
+
     # -- stop -----------------------------------------------------------------------------------------------------
 
     def finish(self) -> None:
