@@ -283,6 +283,16 @@ def make_app(gw: Gateway) -> web.Application:
             ext.register_routes(app)
         if hasattr(ext, "openapi_paths"):
             extra_paths.update(ext.openapi_paths())
+    # One a config reload may add later: its routes exist from the start and answer 404 until then (they are
+    # listed in /openapi.json from the next start).
+    if gw.mirror is None:
+        from .mirror import api as mirror_api
+
+        mirror_api.register(app, lambda: gw.mirror)
+    if gw.tierer is None and gw.tier_available:
+        from .tiering import register_late_routes
+
+        register_late_routes(app, lambda: gw.tierer)
     app[OPENAPI_KEY] = openapi.document(extra_paths, token=bool(app[TOKEN_KEY]))
     app[QUERY_KEY] = query_params(app[OPENAPI_KEY])
     app.on_shutdown.append(api_log.wake_long_polls)

@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -442,6 +442,25 @@ def _lower_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
     except (AttributeError, OSError):
         pass
+
+
+def register_late_routes(app: web.Application, current: Callable[[], TierService | None]) -> None:
+    """The tier's routes on a gateway that started without `[tier]`: a reload may add it after the HTTP server
+    started (aiohttp's routes are fixed by then). 404 `no_tier` until then, the service's own handlers after."""
+    from .api import error
+
+    def handler(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def delegate(request: web.Request) -> web.StreamResponse:
+            service = current()
+            if service is None:
+                return error(404, "no_tier", "no [tier] section is configured: add one and reload (SIGHUP)")
+            method: Callable[[web.Request], Awaitable[web.StreamResponse]] = getattr(service, name)
+            return await method(request)
+        return delegate
+
+    for prefix in ("", "/v1"):
+        app.router.add_post(f"{prefix}/query", handler("_query"))
+        app.router.add_get(f"{prefix}/tier/status", handler("_status"), allow_head=False)
 
 
 async def start_tierer(gw: Gateway) -> TierService | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -28,8 +29,16 @@ PREFIXES = ("/v1/mirror", "/mirror")
 _COMMAND_TIMEOUT_S = 30.0
 
 
-def register(app: web.Application, mirror: Mirror) -> None:
+def register(app: web.Application, current: Callable[[], Mirror | None]) -> None:
+    """The routes, answering for `current()`: the gateway's mirror, which a config reload may add after the HTTP
+    server started (aiohttp's routes are fixed by then); 404 `no_mirror` while there is none."""
     from ..api import error  # the API module imports extensions lazily too: no cycle at import time
+
+    def mirror_now() -> Mirror:
+        mirror = current()
+        if mirror is None:
+            raise ResetError("no [mirror] section is configured: add one and reload (SIGHUP)", code="no_mirror")
+        return mirror
 
     async def body(request: web.Request) -> Any:
         raw = await request.read()
@@ -42,6 +51,7 @@ def register(app: web.Application, mirror: Mirror) -> None:
 
     def targets_of(doc: Any) -> list[Any]:
         name = doc.get("target") if isinstance(doc, dict) else None
+        mirror = mirror_now()
         if name is None:
             return list(mirror.targets)
         found = [t for t in mirror.targets if t.name == name]
@@ -56,14 +66,18 @@ def register(app: web.Application, mirror: Mirror) -> None:
 
     def failure(exc: Exception) -> web.Response:
         if isinstance(exc, ResetError):
-            status = {"unknown_target": 404, "not_mirrored": 404, "offset_out_of_range": 416}.get(exc.code, 400)
+            status = {"unknown_target": 404, "not_mirrored": 404, "no_mirror": 404,
+                      "offset_out_of_range": 416}.get(exc.code, 400)
             return error(status, exc.code, str(exc))
         if isinstance(exc, TimeoutError):
             return error(503, "mirror_busy", "the mirror thread did not answer within 30 s; see the gateway's log")
         return error(400 if isinstance(exc, StoreError) else 500, "mirror_error", str(exc))
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(mirror.status())
+        try:
+            return web.json_response(mirror_now().status())
+        except ResetError as exc:
+            return failure(exc)
 
     async def pause(request: web.Request) -> web.Response:
         try:

@@ -188,7 +188,7 @@ class Mirror:
         return ", ".join(parts) or "mirror: no targets"
 
     def register_routes(self, app: web.Application) -> None:
-        api.register(app, self)
+        api.register(app, lambda: self)
 
     def openapi_paths(self) -> dict[str, Any]:
         return api.openapi_paths()

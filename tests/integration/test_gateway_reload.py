@@ -128,6 +128,10 @@ def test_sighup_starts_keeps_and_stops_the_tierer(tmp_path: Any) -> None:
     with running_gateway(str(tmp_path), cfg) as gw:
         wait_until(lambda: gw.metric_sum("edgestream_records_in_total") >= 100, timeout=30, what="ingesting")
         assert not tier_running(data)
+        # The routes of what a reload may add exist from the start (aiohttp's are fixed once it serves).
+        for path, code in (("/v1/tier/status", "no_tier"), ("/v1/mirror/status", "no_mirror")):
+            status, body = gw.get(path)
+            assert status == 404 and json.loads(body)["error"] == code, (path, status, body)
         # (b) [tier] added: tiering starts.
         tiered = copy.deepcopy(cfg)
         tiered["tier"] = {"enabled": True, "interval_s": 0.3}
@@ -135,6 +139,8 @@ def test_sighup_starts_keeps_and_stops_the_tierer(tmp_path: Any) -> None:
         wait_until(lambda: gw.metric_sum("edgestream_tier_segments_total") >= 2, timeout=30,
                    what="segments tiered after the reload")
         assert tier_running(data)
+        status, body = gw.get("/v1/tier/status")
+        assert status == 200 and json.loads(body)["enabled"] is True, body
         status, body = gw.get("/v1/status")
         assert status == 200 and json.loads(body)["tier"]["segments_tiered"] >= 2
         # A section that loads but cannot start: refused, counted, the running tierer goes on as it was.
