@@ -182,7 +182,7 @@ class Gateway:
 
     def _start_source(self, spec: SourceSpec, crashes: int = 0) -> None:
         assert self.router is not None
-        source = create_source(spec, self.router, self.clock)
+        source = create_source(spec, self.router, self.clock, data_dir=self.config.gateway.data_dir)
         task = asyncio.create_task(self._supervise(spec.name, source), name=f"source-{spec.name}")
         self._sources[spec.name] = _Running(spec, source, task, crashes)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import msgspec
@@ -19,7 +20,13 @@ def _named(settings: Any, name: str) -> Any:
     return settings
 
 
-def create_source(spec: SourceSpec, sink: Sink, clock: Clock) -> Source:
+def listener_sessions_path(data_dir: str, source_name: str) -> str:
+    """Where an MQTT listener source keeps its clients' persistent sessions."""
+    return os.path.join(data_dir, "listener", f"{source_name}.sessions")
+
+
+def create_source(spec: SourceSpec, sink: Sink, clock: Clock, *, data_dir: str | None = None) -> Source:
+    """`data_dir`: where sources keep state across restarts (the gateway's data dir; None: in memory, for tests)."""
     if spec.type == "simulated":
         from ..edge.simulate.source import SimulatedSource
 
@@ -30,8 +37,14 @@ def create_source(spec: SourceSpec, sink: Sink, clock: Clock) -> Source:
         return MqttClientSource(spec.name, spec.settings, sink, clock=clock)
     if spec.type == "mqtt_listener":
         from ..edge.mqtt.listener import MqttListener
+        from ..edge.mqtt.session_file import SessionFile
 
-        return MqttListener(_named(spec.settings, spec.name), sink, clock=clock)
+        settings = _named(spec.settings, spec.name)
+        sessions = None  # in memory
+        if data_dir is not None:
+            sessions = SessionFile(listener_sessions_path(data_dir, spec.name), clock=clock,
+                                   limits=MqttListener.session_limits(settings))
+        return MqttListener(settings, sink, clock=clock, sessions=sessions)
     if spec.type == "serial":
         mod = importlib.import_module("edgestream.edge.serial.source")
         src: Source = mod.SerialSource(spec.name, spec.settings, sink, clock=clock)

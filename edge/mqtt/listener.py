@@ -9,8 +9,11 @@ Structure: `connection.ServerConnection` is the protocol (no I/O), `listener_pro
 drives one connection from asyncio's callbacks, and this module owns what spans connections: the server
 socket, client ids and sessions (takeover, expiry), authentication, subscriptions, timers and counters.
 
-Deliberate limits: sessions (subscriptions, QoS 2 packet ids awaiting PUBREL) live in memory and do not
-survive a restart; wills are stored as soon as a connection breaks (an MQTT 5 Will Delay Interval is not
+Sessions (subscriptions, QoS 2 packet ids awaiting PUBREL, expiry) are saved through the injected
+`SessionStorage` (a file under the data dir in the gateway, in memory by default) and restored at `start()`;
+what a client is sent never runs ahead of what is saved (rules in `listener_sessions.py`).
+
+Deliberate limits: wills are stored as soon as a connection breaks (an MQTT 5 Will Delay Interval is not
 waited out) and not at all on session takeover or shutdown; an MQTT 5 client that sends more than the
 Receive Maximum we announced is slowed down, like a 3.1.1 client, rather than disconnected with 0x93,
 because paho 2.x ignores the server's Receive Maximum and would be disconnected over and over.
@@ -18,10 +21,11 @@ because paho 2.x ignores the server's Receive Maximum and would be disconnected 
 Shutdown (`stop`), in order:
 1. stop accepting connections, and stop reading the ones open (what they sent and we did not read is not
    acknowledged: their clients redeliver it);
-2. wait up to `stop_timeout_s` (on the injected clock) for the submissions in flight to resolve and their
-   acks to be written;
+2. wait up to `stop_timeout_s` (on the injected clock) for the submissions in flight to resolve, the
+   session changes their acks wait for to be saved, and the acks to be written;
 3. tell MQTT 5 clients "server shutting down" and close every connection; sockets that do not close within
-   a short grace are aborted.
+   a short grace are aborted;
+4. save the sessions once more (up to `stop_timeout_s`), now with the time each connection ended.
 """
 
 from __future__ import annotations
@@ -42,10 +46,12 @@ from .connection import State
 from .errors import ListenerBindError
 from .events import ConnectionLimits, ConnectRequested
 from .listener_protocol import ListenerProtocol
+from .listener_sessions import SessionKeeper
 from .listener_settings import MqttListenerSettings
 from .listener_stats import Counters, MqttListenerStatistics
 from .packets import MQTT_3_1_1, MQTT_5, PublishPacket
 from .session import SessionState, SessionStore
+from .session_store import MemorySessionStorage, SessionLimits, SessionStorage
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +60,33 @@ _CLOSE_GRACE_S = 5.0  # a closed connection whose client does not read its last 
 
 
 class MqttListener:
-    """An MQTT server for sensors, feeding `sink`. A `Source`: `run()` serves until `stop()`."""
+    """An MQTT server for sensors, feeding `sink`. A `Source`: `run()` serves until `stop()`.
 
-    def __init__(self, settings: MqttListenerSettings, sink: Sink, *, clock: Clock | None = None) -> None:
+    `sessions` keeps persistent sessions across restarts (`session_file.SessionFile`); by default they are
+    kept in memory, which a restarted gateway does not find."""
+
+    def __init__(self, settings: MqttListenerSettings, sink: Sink, *, clock: Clock | None = None,
+                 sessions: SessionStorage | None = None) -> None:
         self.settings = settings
         self.name = settings.name
         self.sink = sink
         self.clock: Clock = clock or SystemClock()
         self.limits = ConnectionLimits.from_settings(settings)
         self.counters = Counters()
+        self._changed = asyncio.Event()
         self._auth = Authenticator(settings.users, allow_anonymous=settings.allow_anonymous)
         self._hashing = asyncio.Semaphore(1)  # slow password checks use one core at most, even under a flood
         self._clients: set[ListenerProtocol] = set()
         self._active: dict[str, ListenerProtocol] = {}  # client id -> its connected connection
         self._subscribers: set[ListenerProtocol] = set()
-        self._sessions = SessionStore(settings.max_sessions)
+        self._sessions = SessionStore(settings.max_sessions, on_drop=self._session_dropped)
+        if sessions is None:
+            sessions = MemorySessionStorage(clock=self.clock, limits=self.session_limits(settings))
+        self.keeper = SessionKeeper(sessions, self._sessions, self._session_of, name=self.name,
+                                    on_saved=self._changed.set)
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
         self._stopping = False
         self._stopped = asyncio.Event()
         self.port: int | None = None
@@ -85,6 +99,7 @@ class MqttListener:
             raise RuntimeError("MqttListener.start() called twice")
         settings = self.settings
         context = self._tls_context() if settings.tls else None
+        await self.keeper.restore(self.clock, settings.session_expiry_max_s)
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
@@ -119,8 +134,10 @@ class MqttListener:
         for client in list(self._clients):
             client.core.drain()
             client.pump()
-        settled = await self._wait_until(lambda: all(c.core.inflight == 0 for c in self._clients),
-                                         self.settings.stop_timeout_s)
+        settled = await self._wait_until(
+            lambda: self.keeper.idle and all(c.core.inflight == 0 for c in self._clients),
+            self.settings.stop_timeout_s,
+        )
         if not settled:
             log.warning("MQTT listener %r: stopping with submissions still in flight (not acknowledged; "
                         "their clients will redeliver)", self.name)
@@ -129,6 +146,10 @@ class MqttListener:
         if not await self._wait_until(lambda: not self._clients, _CLOSE_GRACE_S):
             for client in list(self._clients):
                 client.abort()
+        if not await self._wait_until(lambda: self.keeper.idle, self.settings.stop_timeout_s):
+            log.warning("MQTT listener %r: stopping before the last session save finished (sessions keep the "
+                        "state of the previous save)", self.name)
+        self.keeper.close()
         for task in [*self._tasks, self._sweeper]:
             if task is not None:
                 task.cancel()
@@ -152,6 +173,13 @@ class MqttListener:
             return True
         finally:
             deadline.cancel()
+
+    @staticmethod
+    def session_limits(settings: MqttListenerSettings) -> SessionLimits:
+        """The bounds a session storage for these settings needs: every connected client's session and the
+        disconnected ones kept in memory."""
+        return SessionLimits(max_sessions=settings.max_sessions + settings.max_connections,
+                             max_subscriptions=settings.max_subscriptions)
 
     def progressed(self) -> None:
         """Called when a submission resolved (stop() may be waiting for that)."""
@@ -201,11 +229,14 @@ class MqttListener:
         self.counters.acks_sent_closed += client.core.acks_sent
         will = client.core.connection_lost()
         client_id = client.core.client_id
+        self.keeper.forget(client)
         if self._active.get(client_id) is client:
             del self._active[client_id]
             session = client.core.detach_session()
             if session is not None:
+                session.disconnected_ms = self.clock.wall_ms()
                 self._sessions.put(session, self.clock.monotonic())
+                self.keeper.changed(client_id)
         if will is not None and not self._stopping:
             client.publish_will(will)
         self._changed.set()
@@ -258,16 +289,38 @@ class MqttListener:
         if clean:
             session = None
         present = session is not None
+        session = session or SessionState(client_id)
+        session.disconnected_ms = None
         self._active[client_id] = client
-        client.core.accept(session or SessionState(client_id), session_present=present)
-        self.subscriptions_changed(client)
+        client.core.accept(session, session_present=present)
+        client.session_attached()
+        self._update_subscribers(client)
+        self.keeper.changed(client_id, client)  # the CONNACK waits if the session is (or was) stored
 
     def subscriptions_changed(self, client: ListenerProtocol) -> None:
+        self._update_subscribers(client)
+        self.session_changed(client)
+
+    def session_changed(self, client: ListenerProtocol) -> None:
+        """The session of a connected client changed: saved before the client hears of it."""
+        if self._active.get(client.core.client_id) is client:
+            self.keeper.changed(client.core.client_id, client)
+
+    def _update_subscribers(self, client: ListenerProtocol) -> None:
         session = client.core.session
         if session is not None and session.subscriptions:
             self._subscribers.add(client)
         else:
             self._subscribers.discard(client)
+
+    def _session_of(self, client_id: str) -> SessionState | None:
+        client = self._active.get(client_id)
+        if client is not None:
+            return client.core.session
+        return self._sessions.peek(client_id)
+
+    def _session_dropped(self, client_id: str) -> None:
+        self.keeper.changed(client_id)  # expired or evicted: gone from the storage too
 
     async def _sweep(self) -> None:
         settings = self.settings
@@ -318,10 +371,10 @@ class MqttListener:
                     counters.subscriber_drops += 1
                     break
             too_big = core.max_packet_size_out is not None and len(data) > core.max_packet_size_out
-            if too_big or transport.is_closing() or transport.get_write_buffer_size() + len(data) > limit:
+            if too_big or transport.is_closing() or client.buffered_out + len(data) > limit:
                 counters.subscriber_drops += 1
                 continue
-            transport.write(data)
+            client.send_live(data)
             sent += 1
         counters.forwarded += sent
         return sent
@@ -335,4 +388,5 @@ class MqttListener:
             inflight=sum(c.core.inflight for c in self._clients),
             sessions_stored=len(self._sessions),
             subscribers=len(self._subscribers),
+            sessions=self.keeper.counts(),
         )

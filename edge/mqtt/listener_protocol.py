@@ -4,6 +4,10 @@ One `ListenerProtocol` per TCP/TLS connection, driven by asyncio's callbacks: no
 stops (`pause_reading`) whenever the connection cannot make progress: its window of unresolved submissions is
 full, it is being authenticated, or the client is not reading what we write. Acks produced by many
 submissions resolving at once (one group commit) leave in one write.
+
+Output waits for the session: when the client's stored session changed (see `listener_sessions.py`),
+everything the connection would send is held, in order, until the listener's `SessionKeeper` has saved that
+change and calls `release()`; a close asked for meanwhile happens after the release.
 """
 
 from __future__ import annotations
@@ -63,6 +67,11 @@ class ListenerProtocol(asyncio.Protocol):
         self._writing_paused = False
         self._progress_scheduled = False
         self._topic_cache: tuple[str, Mapping[str, str], tuple[tuple[str, bytes], ...]] | None = None
+        self.hold_until = 0  # the keeper's generation this connection's output waits for
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._close_after_release = False
+        self._ids_version = 0  # of the session's QoS 2 ids when last seen
 
     # ----------------------------------------------------------------------------------- asyncio calls
 
@@ -117,8 +126,50 @@ class ListenerProtocol(asyncio.Protocol):
         self._update_reading()
 
     def flush(self) -> None:
+        session = self.core.session
+        if session is not None and session.awaiting_release.version != self._ids_version:
+            # a QoS 2 id was added (its record is durable) or released (PUBREL): saved before PUBREC/PUBCOMP
+            self._ids_version = session.awaiting_release.version
+            self.listener.session_changed(self)
         data = self.core.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
+        if not data:
+            return
+        if self._held or self.hold_until > self.listener.keeper.durable:
+            self._held.append(data)
+            self._held_bytes += len(data)
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def session_attached(self) -> None:
+        """The listener gave the connection its session (CONNECT accepted)."""
+        session = self.core.session
+        self._ids_version = session.awaiting_release.version if session is not None else 0
+
+    def release(self) -> None:
+        """The session changes this connection's output waited for are saved: send it (and close if asked)."""
+        data = b"".join(self._held)
+        self._held.clear()
+        self._held_bytes = 0
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if data:
+            transport.write(data)
+        if self._close_after_release:
+            transport.close()
+
+    @property
+    def buffered_out(self) -> int:
+        """Bytes written but not yet sent, and held for a save."""
+        transport = self.transport
+        return self._held_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    def send_live(self, data: bytes) -> None:
+        """A live-tail message: behind any held output, so the client sees things in order."""
+        if self._held or self.hold_until > self.listener.keeper.durable:
+            self._held.append(data)
+            self._held_bytes += len(data)
+        elif self.transport is not None:
             self.transport.write(data)
 
     def _update_reading(self) -> None:
@@ -241,7 +292,9 @@ class ListenerProtocol(asyncio.Protocol):
         self.flush()
         if self.closed_at is None:
             self.closed_at = self.listener.clock.monotonic()
-        if self.transport is not None and not self.transport.is_closing():
+        if self._held:
+            self._close_after_release = True  # the last acks (and the DISCONNECT) wait for their save
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.close()  # sends what is buffered (the DISCONNECT), then closes
 
     def abort(self) -> None:

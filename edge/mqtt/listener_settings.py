@@ -42,7 +42,9 @@ class MqttListenerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     max_connections: Positive = 256
     keepalive_max_s: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 300  # MQTT 5 clients asking more get this
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0  # TCP/TLS connect to CONNECT
-    session_expiry_max_s: NonNegative = 3600  # longest a disconnected client's session is kept (in memory)
+    # Longest a disconnected client's session is kept (MQTT 3.1.1 sessions get exactly this), also across
+    # gateway restarts: the gateway keeps sessions in <data_dir>/listener/<source name>.sessions.
+    session_expiry_max_s: NonNegative = 3600
     max_sessions: Positive = 1024  # sessions of disconnected clients; the soonest to expire go first
     topic_alias_maximum: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 32
     max_qos: Annotated[int, msgspec.Meta(ge=0, le=2)] = 2

@@ -32,6 +32,24 @@ class MqttListenerStatistics:
     inflight: int  # submissions not yet resolved, all connections
     sessions_stored: int  # sessions of disconnected clients kept in memory
     subscribers: int
+    sessions_restored: int  # sessions loaded from the session storage at start
+    sessions_expired_at_load: int  # stored sessions whose expiry passed while the gateway was down
+    sessions_not_persisted: int  # sessions over a bound of the storage: not kept across restarts
+    session_store_corrupt: int  # torn or garbled session files, treated as absent
+    session_store_writes: int  # durable saves of changed sessions
+    session_store_write_errors: int  # failed saves (sessions stay in memory; the next save retries)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounts:
+    """What the session keeper and its storage counted, for the snapshot."""
+
+    restored: int = 0
+    expired_at_load: int = 0
+    not_persisted: int = 0
+    corrupt: int = 0
+    writes: int = 0
+    write_errors: int = 0
 
 
 @dataclass(slots=True)
@@ -61,7 +79,8 @@ class Counters:
         _bump(self.malformed, reason)
 
     def snapshot(
-        self, *, connections_current: int, acks_sent: int, inflight: int, sessions_stored: int, subscribers: int
+        self, *, connections_current: int, acks_sent: int, inflight: int, sessions_stored: int,
+        subscribers: int, sessions: SessionCounts,
     ) -> MqttListenerStatistics:
         return MqttListenerStatistics(
             connections_current=connections_current,
@@ -85,6 +104,12 @@ class Counters:
             inflight=inflight,
             sessions_stored=sessions_stored,
             subscribers=subscribers,
+            sessions_restored=sessions.restored,
+            sessions_expired_at_load=sessions.expired_at_load,
+            sessions_not_persisted=sessions.not_persisted,
+            session_store_corrupt=sessions.corrupt,
+            session_store_writes=sessions.writes,
+            session_store_write_errors=sessions.write_errors,
         )
 
 
