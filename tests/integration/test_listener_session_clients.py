@@ -26,6 +26,7 @@ from edgestream.edge.mqtt.listener import MqttListener
 from edgestream.edge.mqtt.listener_settings import MqttListenerSettings
 from edgestream.edge.mqtt.session_file import SessionFile
 from edgestream.edge.testing import FakeSink
+from tests.aio import eventually
 from tests.harness.procs import free_port
 
 T = TypeVar("T")
@@ -35,14 +36,6 @@ PROTOCOLS = {"3.1.1": MQTTProtocolVersion.MQTTv311, "5": MQTTProtocolVersion.MQT
 pytestmark = pytest.mark.timeout(120)
 
 
-async def eventually(condition: Callable[[], T], what: str, timeout: float = TIMEOUT) -> T:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not (value := condition()):
-        if loop.time() > end:
-            raise AssertionError(f"{what}: not true within {timeout} s")
-        await asyncio.sleep(0.01)
-    return value
 
 
 class Sensor:

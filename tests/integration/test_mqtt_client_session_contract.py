@@ -8,7 +8,6 @@ pause and resume, DISCONNECT.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -19,6 +18,7 @@ from edgestream.edge.clock import SystemClock
 from edgestream.edge.mqtt.client_fake import FakeMqttSession, FakeSessions
 from edgestream.edge.mqtt.client_session import IncomingMessage, MqttSession, PahoSession
 from edgestream.edge.mqtt.client_settings import MqttClientSettings, TopicFilter
+from tests.aio import eventually
 from tests.harness.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.mosquitto
@@ -64,12 +64,6 @@ def world(request: pytest.FixtureRequest) -> World:
     return RealWorld(request.getfixturevalue("mosquitto"))
 
 
-async def eventually(cond: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def test_session_contract(world: World) -> None:

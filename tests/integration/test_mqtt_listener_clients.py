@@ -26,6 +26,7 @@ from edgestream.edge.mqtt.auth import hash_password
 from edgestream.edge.mqtt.listener import MqttListener
 from edgestream.edge.mqtt.listener_settings import MqttListenerSettings
 from edgestream.edge.testing import FakeSink
+from tests.aio import eventually
 from tests.harness.mosquitto import TlsFiles, make_test_pki
 
 T = TypeVar("T")
@@ -38,14 +39,6 @@ PROTOCOLS = {"3.1.1": MQTTProtocolVersion.MQTTv311, "5": MQTTProtocolVersion.MQT
 pytestmark = pytest.mark.timeout(120)
 
 
-async def eventually(condition: Callable[[], T], what: str, timeout: float = TIMEOUT) -> T:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not (value := condition()):
-        if loop.time() > end:
-            raise AssertionError(f"{what}: not true within {timeout} s")
-        await asyncio.sleep(0.01)
-    return value
 
 
 @pytest.fixture(scope="module")

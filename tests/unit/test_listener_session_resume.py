@@ -49,6 +49,7 @@ from edgestream.edge.mqtt.session_store import (
     StoredSession,
 )
 from edgestream.edge.testing import FakeSink
+from tests.aio import eventually
 
 T = TypeVar("T")
 TIMEOUT = 10.0  # generous: two shared cores
@@ -57,14 +58,6 @@ VERSIONS = [pytest.param(MQTT_3_1_1, id="3.1.1"), pytest.param(MQTT_5, id="5")]
 pytestmark = pytest.mark.timeout(60)
 
 
-async def eventually(condition: Callable[[], T], what: str = "condition", timeout: float = TIMEOUT) -> T:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not (value := condition()):
-        if loop.time() > end:
-            raise AssertionError(f"{what}: not true within {timeout} s")
-        await asyncio.sleep(0.005)
-    return value
 
 
 class SockClient:

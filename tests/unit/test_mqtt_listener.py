@@ -53,6 +53,7 @@ from edgestream.edge.mqtt.session import SessionState, SessionStore
 from edgestream.edge.mqtt.topics import TopicFilter, is_valid_topic_filter
 from edgestream.edge.source import DeadLetter, Reading
 from edgestream.edge.testing import FakeSink
+from tests.aio import eventually
 
 T = TypeVar("T")
 TIMEOUT = 10.0  # generous: two shared cores
@@ -64,17 +65,6 @@ pytestmark = pytest.mark.timeout(60)
 # ------------------------------------------------------------------------------------------------- helpers
 
 
-async def eventually(condition: Callable[[], T], what: str = "condition", timeout: float = TIMEOUT) -> T:
-    """Poll `condition` on the event loop until it is truthy (real I/O: a deadline, no fixed sleeps)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"{what}: not true within {timeout} s")
-        await asyncio.sleep(0.005)
 
 
 class RawClient:
