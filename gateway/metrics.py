@@ -176,6 +176,14 @@ class GatewayCollector(Collector):
                                              "(renamed, never deleted).", tl),
             "scrubbed_segments": _counter("edgestream_scrubbed_segments", "Sealed segments re-checked by the "
                                           "background scrub.", tl),
+            "recompressed_segments": _counter("edgestream_log_recompressed_segments", "Sealed segments of small "
+                                              "frames rewritten in large ones (same records).", tl),
+            "recompress_bytes_before": _counter("edgestream_log_recompress_bytes_before", "Bytes of those segments "
+                                                "before.", tl),
+            "recompress_bytes_after": _counter("edgestream_log_recompress_bytes_after", "Bytes of those segments "
+                                               "after.", tl),
+            "recompress_failures": _counter("edgestream_log_recompress_failures", "Recompressions that failed (the "
+                                            "segment stays as it was).", tl),
         }
         dropped = _counter("edgestream_dropped_records", "Records lost on purpose: deleted before a required "
                            "reader (mirror, tier) had them (drop_oldest), or refused at append (full, no_room, "

@@ -64,6 +64,9 @@ class TopicConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     linger_ms: float = 5.0
     frame_bytes: int = 256 * KiB  # measured: 100 KB+ batches make an fsync every 5 ms cost nothing (limits 2b)
     index_interval_bytes: int = 4 * KiB  # Kafka's index.interval.bytes
+    # Repack sealed segments of small frames into frame_bytes frames (store.recompress): at low rates a frame holds
+    # 2-3 records and compresses ~1.0x. Never for codec none (nothing to gain).
+    recompress: bool = True
 
     def __post_init__(self) -> None:
         _check_range("partitions", self.partitions, 1, 4096)
@@ -110,6 +113,12 @@ class LogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
     # An append waiting on a blocked topic (on_full = block, no room) fails with DiskFullError after this long, and
     # a synchronous appender waiting for room under max_pending_bytes gives up after it. None: wait for room.
     block_timeout_ms: int | None = None
+    # The background recompression thread (store.recompress; topics opt out with TopicConfig.recompress): off
+    # here, nothing is repacked unless `Log.recompress_now` is called. It uses at most `recompress_cpu_share` of a
+    # core and looks for new sealed segments every `recompress_interval_ms`.
+    recompress: bool = True
+    recompress_cpu_share: float = 0.25
+    recompress_interval_ms: int = 60_000
 
     def __post_init__(self) -> None:
         _check_range("min_free_bytes", self.min_free_bytes, 0, 2**62)
@@ -117,6 +126,9 @@ class LogConfig(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields
         _check_range("disk_check_interval_ms", self.disk_check_interval_ms, 0, 60_000)
         if self.block_timeout_ms is not None:
             _check_range("block_timeout_ms", self.block_timeout_ms, 0, 24 * 3_600_000)
+        if not 0 < self.recompress_cpu_share <= 1:
+            raise InvalidConfigError("recompress_cpu_share", self.recompress_cpu_share, "more than 0, at most 1")
+        _check_range("recompress_interval_ms", self.recompress_interval_ms, 1, 24 * 3_600_000)
 
 
 def _check_range(key: str, value: int, low: int, high: int) -> None:

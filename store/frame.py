@@ -315,15 +315,20 @@ def build_frame(
         body_crc = checksum(data)
     attributes = used | (ATTR_CONTROL if control else 0)
     stored_len = raw_len if used == codecs.NONE else len(stored[0])
-    frame_len = FRAME_HEADER_SIZE + stored_len
-    tail = _HEADER_TAIL.pack(
-        body_crc, FRAME_MAGIC, attributes, n, base_offset, epoch, raw_len, first_ts, max_ts
-    )
+    head, header = _header(checksum, FRAME_HEADER_SIZE + stored_len, body_crc, attributes, n, base_offset, epoch,
+                           raw_len, first_ts, max_ts)
+    return head, stored, header
+
+
+def _header(checksum: Checksum, frame_len: int, body_crc: int, attributes: int, n: int, base_offset: int,
+            epoch: int, raw_len: int, first_ts: int, max_ts: int) -> tuple[bytes, FrameHeader]:
+    """The 48 header bytes (their CRC covers the length and bytes 8..47) and the parsed header."""
+    tail = _HEADER_TAIL.pack(body_crc, FRAME_MAGIC, attributes, n, base_offset, epoch, raw_len, first_ts, max_ts)
     len_bytes = _U32.pack(frame_len)
     header_crc = checksum(len_bytes + tail)
     header = FrameHeader(frame_len, header_crc, body_crc, FRAME_MAGIC, attributes, n, base_offset, epoch,
                          raw_len, first_ts, max_ts)
-    return b"".join((len_bytes, _U32.pack(header_crc), tail)), stored, header
+    return b"".join((len_bytes, _U32.pack(header_crc), tail)), header
 
 
 def parse_header(buf: bytes | memoryview, checksum: Checksum) -> FrameHeader:
@@ -482,3 +487,26 @@ def decode_frame(buf: bytes | memoryview, checksum: Checksum) -> tuple[FrameHead
     stored = memoryview(buf)[FRAME_HEADER_SIZE : h.frame_len]
     check_body(h, stored, checksum)
     return h, decode_body(h, stored)
+
+
+def pack_frame(
+    raw: bytes,
+    *,
+    record_count: int,
+    first_ts: int,
+    max_ts: int,
+    base_offset: int,
+    epoch: int,
+    codec: int,
+    level: int,
+    checksum: Checksum,
+) -> tuple[bytes, bytes, FrameHeader]:
+    """A frame around a body that is already encoded (the layout in the module doc), e.g. the bodies of several
+    small frames joined by store.recompress. Returns (48-byte header, stored body, parsed header); the header
+    fields are packed exactly as `build_frame` packs them."""
+    if not 0 < record_count <= MAX_RECORDS_PER_FRAME:
+        raise ValueError(f"a frame holds 1..{MAX_RECORDS_PER_FRAME} records, not {record_count}")
+    used, stored = codecs.compress(codec, raw, level)
+    head, header = _header(checksum, FRAME_HEADER_SIZE + len(stored), checksum(stored), used, record_count,
+                           base_offset, epoch, len(raw), first_ts, max_ts)
+    return head, stored, header

@@ -36,6 +36,7 @@ from .lock import DataDirLock
 from .partition import Partition
 from .readonly import open_readonly_partition
 from .reads import FrameSlice
+from .recompress import Recompressor
 from .record import Record
 from .recovery import RecoveryReport
 from .stats import LogStatistics
@@ -74,6 +75,7 @@ class Log:
         self.cursors = CursorStore(fs, data_dir)
         self.use_crc32c, _ = checksum.preferred()
         self.writer: GroupCommitWriter | None = None
+        self.recompressor: Recompressor | None = None
         self._closed = False
         self._new_data = threading.Condition()
 
@@ -161,6 +163,19 @@ class Log:
             )
             for topic in self._topics.values():
                 self._attach(topic)
+            writer = self.writer
+            self.recompressor = Recompressor(
+                self._partitions,
+                lambda fn: writer.call(fn),
+                cpu_share=self.config.recompress_cpu_share,
+                interval_s=self.config.recompress_interval_ms / 1000,
+            )
+            if self.config.recompress:
+                self.recompressor.start()
+
+    def _partitions(self) -> list[Partition]:
+        with self._topics_lock:
+            return [p for t in self._topics.values() for p in t.partitions]
 
     def _load_cursors_readonly(self) -> None:
         if self.fs.isdir(self.cursors.directory):
@@ -184,6 +199,8 @@ class Log:
         if self._closed:
             return
         self._closed = True
+        if self.recompressor is not None:
+            self.recompressor.close(timeout)
         if self.writer is not None:
             self.writer.flush(timeout)
             self.writer.close(timeout)
@@ -199,6 +216,8 @@ class Log:
     def abandon(self) -> None:
         """Stop without marking anything clean (tests: the next open recovers as after a crash)."""
         self._closed = True
+        if self.recompressor is not None:
+            self.recompressor.close(5)
         if self.writer is not None:
             self.writer.close(5)
         for topic in self._topics.values():
@@ -245,7 +264,8 @@ class Log:
 
     def delete_topic(self, name: str) -> None:
         self._check_writable()
-        with self._topics_lock:
+        assert self.recompressor is not None
+        with self.recompressor.busy, self._topics_lock:  # no temp file appears in a directory being removed
             topic = self.topic(name)
             assert self.writer is not None
             for p in topic.partitions:
@@ -337,6 +357,14 @@ class Log:
         assert self.writer is not None
         return self.writer.run_maintenance(scrub=scrub, timeout=timeout)
 
+    def recompress_now(self) -> int:
+        """Repack every sealed segment of small frames now (store.recompress), on the calling thread and not paced;
+        returns how many were replaced. The background thread does this every `recompress_interval_ms` unless
+        `LogConfig.recompress` is off; this is for tests, tools and an operator's "compact now"."""
+        self._check_writable()
+        assert self.recompressor is not None
+        return self.recompressor.run_pass()
+
     def raise_epoch(self, topic: str, partition: int, reason: str) -> int:
         """Raise a partition's epoch now (durable before it returns) and return the new one; counted with the
         epoch bumps of recovery. For a reader that learned that offsets it saw may be reused, e.g. the mirror
@@ -417,6 +445,7 @@ class Log:
             disk_low=free < self.config.min_free_bytes,
             crc="crc32c" if self.use_crc32c else "crc32",
             readonly=self.readonly,
+            recompress=self.recompressor.statistics() if self.recompressor is not None else None,
         )
 
 

@@ -68,6 +68,10 @@ class _Counters:
     recovery_truncated_bytes: int = 0
     recovery_truncated_records: int = 0
     blocked_cycles: int = 0
+    recompressed_segments: int = 0
+    recompress_bytes_before: int = 0
+    recompress_bytes_after: int = 0
+    recompress_failures: int = 0  # written by the recompression thread only
 
 
 class Partition(PartitionReads):
@@ -486,6 +490,10 @@ class Partition(PartitionReads):
             blocked=self.blocked,
             broken=self.broken is not None,
             oldest_timestamp_ms=_first_ts(segments),
+            recompressed_segments=c.recompressed_segments,
+            recompress_bytes_before=c.recompress_bytes_before,
+            recompress_bytes_after=c.recompress_bytes_after,
+            recompress_failures=c.recompress_failures,
         )
 
 

@@ -5,7 +5,8 @@ Segment header, 64 bytes, little-endian (`SEGMENT_HEADER`):
     off  size  field
       0     8  magic          b"EDGLOG01"
       8     2  version        1
-     10     2  flags          bit 0: frames use CRC-32C (else zlib CRC-32)
+     10     2  flags          bit 0: frames use CRC-32C (else zlib CRC-32); bit 1: repacked (store.recompress
+                              rewrote the sealed segment's frames into bigger ones; same records, same offsets)
      12     4  partition
      16     8  base_offset    also the file name (%020d)
      24    16  log_id         16 random bytes made when the partition was created
@@ -16,7 +17,10 @@ Segment header, 64 bytes, little-endian (`SEGMENT_HEADER`):
 
 Frames (store.frame) follow back to back. A segment is valid iff its header is, and every frame up to the end is
 valid and continues the offsets of the one before. The active (last) segment may end in a torn frame after a
-crash: recovery truncates it there. Sealed segments are never written again; their `.idx` is written at seal.
+crash: recovery truncates it there. Sealed segments are never appended to again; their `.idx` is written at seal.
+A sealed segment may be replaced once, whole, by a repacked copy (store.recompress): a `Segment` object describes
+the file it was opened on, so a lazily opened handle that finds the other header raises SegmentReplacedError and the
+reader takes a fresh snapshot.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 
 from . import files
 from .checksum import Checksum, crc32, for_flag
-from .errors import CorruptFrameError, CorruptSegmentError, CorruptStateError
+from .errors import CorruptFrameError, CorruptSegmentError, CorruptStateError, StoreError
 from .frame import FRAME_HEADER_SIZE, FrameError, FrameHeader, check_body, parse_header
 from .fs import FileHandle, FileSystem
 from .index import TS_MIN, IndexSummary, OffsetIndex
@@ -38,6 +42,21 @@ SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 64
 SEGMENT_MAGIC = b"EDGLOG01"
 SEGMENT_VERSION = 1
 FLAG_CRC32C = 0x1
+FLAG_REPACKED = 0x2
+
+
+
+class SegmentReplacedError(StoreError, FileNotFoundError):
+    """The path of a sealed segment names a repacked copy now (store.recompress), not the file this `Segment`
+    object was opened on. A FileNotFoundError, like a segment retention deleted: readers take a fresh snapshot of
+    the segment list and read again."""
+
+    retriable = True
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} was replaced by a repacked copy; read again from a fresh segment list")
+        self.path = path
+
 
 BodyReader = Callable[[int, FrameHeader], bytes]
 _READ_CHUNK = 1 << 20  # 1 MiB reads when scanning: few syscalls, bounded memory
@@ -52,12 +71,13 @@ class SegmentHeader:
     epoch: int
     created_ms: int
     use_crc32c: bool
+    repacked: bool = False
 
     def encode(self) -> bytes:
         head = SEGMENT_HEADER.pack(
             SEGMENT_MAGIC,
             SEGMENT_VERSION,
-            FLAG_CRC32C if self.use_crc32c else 0,
+            (FLAG_CRC32C if self.use_crc32c else 0) | (FLAG_REPACKED if self.repacked else 0),
             self.partition,
             self.base_offset,
             self.log_id,
@@ -79,7 +99,7 @@ class SegmentHeader:
             raise CorruptSegmentError(path, "header CRC mismatch")
         if version != SEGMENT_VERSION:
             raise CorruptSegmentError(path, f"format version {version}; this edgestream reads {SEGMENT_VERSION}")
-        return cls(partition, base, log_id, epoch, created, bool(flags & FLAG_CRC32C))
+        return cls(partition, base, log_id, epoch, created, bool(flags & FLAG_CRC32C), bool(flags & FLAG_REPACKED))
 
 
 @dataclass(slots=True)
@@ -97,6 +117,15 @@ class ScanResult:
     @property
     def clean(self) -> bool:
         return self.error is None
+
+
+def _replaced(path: str, header: SegmentHeader, found: bytes) -> bool:
+    """Whether the header read from `path` belongs to another file than the one `header` was read from. A header
+    that does not decode is left to the frame checks, as before a replace could happen."""
+    try:
+        return SegmentHeader.decode(path, found) != header
+    except CorruptSegmentError:
+        return False
 
 
 class _ChunkReader:
@@ -181,7 +210,20 @@ class Segment:
     def handle(self) -> FileHandle:
         h = self._handle
         if h is None:
-            h = self._handle = self.fs.open_read(self.path) if self.sealed else self.fs.open_append(self.path)
+            if not self.sealed:
+                h = self._handle = self.fs.open_append(self.path)
+                return h
+            h = self.fs.open_read(self.path)
+            try:
+                found = h.pread(SEGMENT_HEADER_SIZE, 0)
+            except BaseException:
+                h.close()
+                raise
+            if _replaced(self.path, self.header, found):
+                # The path now names a repacked copy: this object's index and size describe the old file.
+                h.close()
+                raise SegmentReplacedError(self.path)
+            self._handle = h
         return h
 
     def writable(self) -> FileHandle:

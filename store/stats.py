@@ -78,6 +78,11 @@ class PartitionStatistics:
     blocked: bool
     broken: bool
     oldest_timestamp_ms: int | None
+    # store.recompress: sealed segments replaced by a repacked copy, their sizes before and after, failures
+    recompressed_segments: int = 0
+    recompress_bytes_before: int = 0
+    recompress_bytes_after: int = 0
+    recompress_failures: int = 0
 
     @property
     def records(self) -> int:
@@ -109,6 +114,20 @@ class WriterStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class RecompressStatistics:
+    """The log's background recompression (store.recompress), all partitions together."""
+
+    passes: int
+    segments: int  # replaced by a repacked copy
+    bytes_before: int
+    bytes_after: int
+    skipped: int  # copies dropped: too little saving, or the segment went away (retention, quarantine) meanwhile
+    failures: int
+    cpu_seconds: float  # CPU time of the recompression thread spent on segments
+    raw_bytes: int  # raw (uncompressed) body bytes those seconds went through
+
+
+@dataclass(frozen=True, slots=True)
 class LogStatistics:
     data_dir: str
     topics: tuple[TopicStatistics, ...]
@@ -117,3 +136,4 @@ class LogStatistics:
     disk_low: bool
     crc: str  # "crc32c" or "crc32"
     readonly: bool
+    recompress: RecompressStatistics | None = None  # None: a read-only log
