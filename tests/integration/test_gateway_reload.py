@@ -6,18 +6,21 @@ from __future__ import annotations
 import copy
 import json
 import signal
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
-from edgestream.gateway.identity import Identity
 from tests import cli
 from tests.harness.gateway import GatewayProcess, running_gateway, simple_config
 from tests.harness.kafka import KafkaCluster
-from tests.harness.kafka import Record as KRecord
 from tests.harness.procs import wait_until
-from tests.integration.test_mirror_kafka import assert_exactly_the_log, log_records, mirror_config, mirror_status
+from tests.integration.test_mirror_kafka import (
+    assert_exactly_the_log,
+    dedupe,
+    log_records,
+    mirror_config,
+    mirror_status,
+)
 
 
 def reload(gw: GatewayProcess, cfg: dict[str, Any], *, reloads: int = 0, errors: int = 0) -> None:
@@ -31,25 +34,6 @@ def reload(gw: GatewayProcess, cfg: dict[str, Any], *, reloads: int = 0, errors:
                 m["edgestream_config_reload_errors_total"] == errors)
 
     wait_until(counted, timeout=60, what=f"reload counted ({reloads} applied, {errors} errors)")
-
-
-def dedupe_in_order(streams: Iterable[list[KRecord]]) -> tuple[dict[int, list[tuple[Identity, KRecord]]], int]:
-    """The centre's rule over several Kafka topics read one after the other (the topic before the reload, then the
-    one after): per (edge.gw, edge.log, edge.p) keep a record only if its (edge.ep, edge.off) is above every one
-    seen. Returns what is kept per edge partition and how many copies were dropped."""
-    best: dict[tuple[str, str, int], tuple[int, int]] = {}
-    kept: dict[int, list[tuple[Identity, KRecord]]] = {}
-    dropped = 0
-    for records in streams:
-        for r in records:  # consume_all: in (partition, offset) order
-            ident = Identity.from_headers([(k, v or b"") for k, v in r.headers])
-            assert ident is not None, f"record without identity headers: {r}"
-            if ident.stream in best and ident.position <= best[ident.stream]:
-                dropped += 1
-                continue
-            best[ident.stream] = ident.position
-            kept.setdefault(ident.partition, []).append((ident, r))
-    return kept, dropped
 
 
 @pytest.mark.kafka
@@ -105,9 +89,9 @@ def test_sighup_restarts_a_changed_target_starts_a_new_one_and_leaves_an_unchang
     assert all(len(v) > 300 for v in log_recs.values())
     in_before, in_after = kafka.consume_all(before, timeout=60), kafka.consume_all(after, timeout=60)
     assert in_before and in_after, "records before the reload in the old topic, after it in the new one"
-    kept, dropped = dedupe_in_order([in_before, in_after])
+    kept, dropped = dedupe(in_before, in_after)
     assert_exactly_the_log(log_recs, kept)
-    kept_backup, dropped_backup = dedupe_in_order([kafka.consume_all(backup, timeout=60)])
+    kept_backup, dropped_backup = dedupe(kafka.consume_all(backup, timeout=60))
     assert_exactly_the_log(log_recs, kept_backup)
     assert dropped_backup == 0
     print(f"\nreload of a mirror target: {sum(len(v) for v in log_recs.values())} records, {dropped} copies "

@@ -78,20 +78,22 @@ def log_records(data_dir: str, topic: str) -> dict[int, list[Any]]:
     return out
 
 
-def dedupe(records: Iterable[KRecord]) -> tuple[dict[int, list[tuple[Identity, KRecord]]], int]:
-    """The centre's rule, in Kafka order: per (edge.gw, edge.log, edge.p) keep a record only if its (edge.ep,
-    edge.off) is above every one seen. Returns the kept records per edge partition and the raw duplicate count."""
+def dedupe(*streams: Iterable[KRecord]) -> tuple[dict[int, list[tuple[Identity, KRecord]]], int]:
+    """The centre's rule, in Kafka order (several topics: read one after the other, e.g. the topic before a config
+    reload, then the one after): per (edge.gw, edge.log, edge.p) keep a record only if its (edge.ep, edge.off) is
+    above every one seen. Returns the kept records per edge partition and the raw duplicate count."""
     best: dict[tuple[str, str, int], tuple[int, int]] = {}
     kept: dict[int, list[tuple[Identity, KRecord]]] = {}
     dropped = 0
-    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
-        ident = Identity.from_headers([(k, v or b"") for k, v in r.headers])
-        assert ident is not None, f"record without identity headers: {r}"
-        if ident.stream in best and ident.position <= best[ident.stream]:
-            dropped += 1
-            continue
-        best[ident.stream] = ident.position
-        kept.setdefault(ident.partition, []).append((ident, r))
+    for records in streams:
+        for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+            ident = Identity.from_headers([(k, v or b"") for k, v in r.headers])
+            assert ident is not None, f"record without identity headers: {r}"
+            if ident.stream in best and ident.position <= best[ident.stream]:
+                dropped += 1
+                continue
+            best[ident.stream] = ident.position
+            kept.setdefault(ident.partition, []).append((ident, r))
     return kept, dropped
 
 
