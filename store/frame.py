@@ -390,12 +390,6 @@ class BodyColumns(NamedTuple):
     def data_start(self) -> int:
         return RECORD_HEADER_SIZE * self.header.record_count
 
-    @property
-    def plain(self) -> bool:
-        """No record has a key or headers: the values lie end to end from `data_start`."""
-        n = self.header.record_count
-        return self.klens.count(-1) == n and not any(self.hlens)
-
 
 def body_columns(h: FrameHeader, stored: bytes | memoryview) -> BodyColumns:
     """Decompress a body whose CRC was already checked and check that its records fill it exactly.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -79,21 +79,18 @@ def register(app: web.Application, current: Callable[[], Mirror | None]) -> None
         except ResetError as exc:
             return failure(exc)
 
-    async def pause(request: web.Request) -> web.Response:
-        try:
-            targets = targets_of(await body(request))
-            done = await run(targets, lambda t: t.pause)
-        except (ResetError, StoreError, TimeoutError) as exc:
-            return failure(exc)
-        return web.json_response({"targets": done})
+    def switch(action: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """POST pause / resume: the target's method of that name, on its own thread, for the targets asked."""
+        async def handler(request: web.Request) -> web.Response:
+            try:
+                targets = targets_of(await body(request))
+                done = await run(targets, lambda t: getattr(t, action))
+            except (ResetError, StoreError, TimeoutError) as exc:
+                return failure(exc)
+            return web.json_response({"targets": done})
+        return handler
 
-    async def resume(request: web.Request) -> web.Response:
-        try:
-            targets = targets_of(await body(request))
-            done = await run(targets, lambda t: t.resume)
-        except (ResetError, StoreError, TimeoutError) as exc:
-            return failure(exc)
-        return web.json_response({"targets": done})
+    pause, resume = switch("pause"), switch("resume")
 
     async def reset(request: web.Request) -> web.Response:
         try:

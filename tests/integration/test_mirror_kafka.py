@@ -19,6 +19,7 @@ import pytest
 from edgestream.gateway.identity import Identity
 from edgestream.gateway.mirror import render_mirror_section
 from edgestream.store import CursorPosition, Log, RecordIn, TopicConfig
+from edgestream.store.tier.testing import all_records
 from tests.cli import run
 from tests.harness.gateway import GatewayProcess, running_gateway, simple_config
 from tests.harness.kafka import KafkaCluster
@@ -63,18 +64,10 @@ def prefill(data_dir: str, topic: str, partitions: int, per_partition: int, *, v
 
 def log_records(data_dir: str, topic: str) -> dict[int, list[Any]]:
     """Every record the log holds for `topic`, per partition (the gateway must be stopped)."""
-    out: dict[int, list[Any]] = {}
     with Log.open(data_dir, readonly=True) as log:
-        for p in log.topic(topic).partitions:
-            recs: list[Any] = []
-            off = p.log_start
-            while off < p.high_watermark:
-                got = log.read(topic, p.index, off, max_records=20_000, max_bytes=64 << 20)
-                if not got:
-                    break
-                recs.extend(got)
-                off = got[-1].offset + 1
-            out[p.index] = recs
+        out: dict[int, list[Any]] = {p.index: [] for p in log.topic(topic).partitions}
+        for r in all_records(log, topic):
+            out[r.partition].append(r)
     return out
 
 
