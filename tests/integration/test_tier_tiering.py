@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import time
 
 import pyarrow.parquet as pq
@@ -186,11 +187,17 @@ def _three_segments(log: Log, clock: list[int]) -> None:
 
 
 def test_the_two_thread_build_writes_the_same_files(tmp_path: str, clock: list[int]) -> None:
-    """`tier run` builds the next chunk while writing this one: the files are exactly those of one thread."""
+    """`tier run` builds the next chunk while writing this one: the files are exactly those of one thread. Both
+    tier copies of one log: chunks end at frame boundaries, and group commit frames differ from run to run."""
+    source = os.path.join(str(tmp_path), "log")
+    log = open_log(source, clock)
+    _three_segments(log, clock)
+    log.close()
     contents = []
     for threads in (False, True):
-        log = open_log(os.path.join(str(tmp_path), str(threads)), clock)
-        _three_segments(log, clock)
+        copy = os.path.join(str(tmp_path), str(threads))
+        shutil.copytree(source, copy)
+        log = open_log(copy, clock)
         settings = TierSettings(compact=False, threads=threads, parquet=ParquetOptions(row_group_rows=300))
         with Tierer(log, JSON, settings) as tierer:
             assert tierer.run_once() == 3
