@@ -14,6 +14,8 @@ def _fill(d: str) -> None:
         log.create_topic("t", TopicConfig(partitions=2, segment_bytes=8192, frame_bytes=1024))
         for i in range(400):
             log.append("t", i % 2, os.urandom(60).hex().encode())
+            if i % 50 == 49:  # several writes: one write of everything queued goes into one segment, however big
+                log.flush()
         log.flush()
 
 
